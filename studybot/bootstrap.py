@@ -1,0 +1,31 @@
+"""Wiring: settings -> database -> domain services, shared by every process (web, clock, shell)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from studybot.clock import Clock
+from studybot.commands import CommandHandler
+from studybot.config import Settings
+from studybot.db.engine import Database
+from studybot.ports import Chat
+from studybot.services.cohorts import Cohorts
+from studybot.services.deliveries import Deliveries
+
+
+@dataclass
+class Services:
+    db: Database
+    chat: Chat
+    clock: Clock
+    cohorts: Cohorts
+    deliveries: Deliveries
+    commands: CommandHandler
+
+
+def build_services(settings: Settings, db: Database, chat: Chat, clock: Clock) -> Services:
+    cohorts = Cohorts(db, chat, clock, curricula_dir=settings.curricula_dir, reminder_lead=settings.reminder_lead)
+    deliveries = Deliveries(db, chat, clock, cohorts, late_grace=settings.late_grace,
+                            curricula_dir=settings.curricula_dir)
+    return Services(db=db, chat=chat, clock=clock, cohorts=cohorts, deliveries=deliveries,
+                    commands=CommandHandler(cohorts))

@@ -1,0 +1,150 @@
+"""`/study` commands: parse the text a person typed, call the domain, say which template answers.
+
+Transport-neutral: Slack (studybot/slack/commands) and the shell both call ``handle()`` and render
+the Reply the same way. Errors come back as Replies too, so every entry point shows the same words."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from studybot.errors import FieldError, InputError, StudybotError
+from studybot.services.cohorts import Cohorts
+
+
+@dataclass(frozen=True)
+class Reply:
+    template: str
+    context: dict[str, Any] = field(default_factory=dict)
+    public: bool = False  # True: everyone in the channel sees it; False: only the caller (ephemeral)
+    modal: str | None = None  # open this view template instead of replying (Slack only; the shell explains)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    positional: list[str]
+    options: dict[str, list[str]]
+
+    def one(self, name: str) -> str | None:
+        values = self.options.get(name)
+        return values[-1] if values else None
+
+
+COHORT_CREATE_OPTIONS = {"channel", "start", "time", "tz", "weekday", "curriculum", "organizer"}
+RESCHEDULE_OPTIONS = {"weekday", "time", "tz", "start"}
+USAGE = {
+    "cohort create": "/study cohort create NAME --channel #channel --start YYYY-MM-DD --time HH:MM --tz Area/City "
+                     "[--weekday mon..sun] [--curriculum ID] [--organizer @user]",
+    "cohort reschedule": "/study cohort reschedule NAME [--weekday mon..sun] [--time HH:MM] [--tz Area/City] "
+                         "[--start YYYY-MM-DD]",
+}
+
+
+def parse(tokens: list[str], allowed: set[str]) -> Parsed:
+    positional, options = [], {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token.startswith("--"):
+            name, eq, value = token[2:].partition("=")
+            if name not in allowed:
+                raise FieldError(name or "option", f"Unknown option --{name}. Options here: "
+                                 + ", ".join(f"--{o}" for o in sorted(allowed)) + ".")
+            if not eq:
+                if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
+                    raise FieldError(name, f"--{name} needs a value.")
+                i += 1
+                value = tokens[i]
+            options.setdefault(name, []).append(value)
+        else:
+            positional.append(token)
+        i += 1
+    return Parsed(positional, options)
+
+
+def user_id_from(raw: str) -> str:
+    """<@U123|ada> or <@U123> (Slack's escaped mention), or @ada / ada (the shell)."""
+    match = re.fullmatch(r"<@([A-Z0-9]+)(?:\|[^>]*)?>", raw.strip())
+    if match:
+        return match.group(1)
+    return raw.strip().lstrip("@")
+
+
+class CommandHandler:
+    def __init__(self, cohorts: Cohorts) -> None:
+        self.cohorts = cohorts
+
+    def handle(self, text: str, user_id: str) -> Reply:
+        try:
+            return self._dispatch(text, user_id)
+        except StudybotError as error:
+            return Reply("error", {"error": error, "kind": type(error).__name__,
+                                   "field": getattr(error, "field", None)})
+
+    def _dispatch(self, text: str, user_id: str) -> Reply:
+        try:
+            tokens = shlex.split(text or "")
+        except ValueError as error:
+            raise InputError(f"I could not read that command ({error}). Check your quotes.") from None
+        if not tokens or tokens[0] in ("help", "-h", "--help"):
+            return Reply("help", {"unknown": None, "organizer": self.cohorts.is_any_organizer(user_id)})
+        verb, rest = tokens[0].lower(), tokens[1:]
+        if verb == "cohort":
+            return self._cohort(rest, user_id)
+        if verb == "join":
+            return Reply("joined", {"cohort": self.cohorts.join(user_id, self._name(rest, "join"))})
+        if verb == "leave":
+            return Reply("left", {"cohort": self.cohorts.leave(user_id, rest[0] if rest else None)})
+        if verb == "lesson":
+            cohort = self.cohorts.view(user_id, rest[0] if rest else None)
+            return Reply("lesson", {"cohort": cohort, "slot": cohort.current or cohort.upcoming})
+        if verb == "schedule":
+            return Reply("schedule", {"cohort": self.cohorts.view(user_id, rest[0] if rest else None)})
+        if verb == "status":
+            return Reply("status", {"cohorts": self.cohorts.cohorts_of(user_id),
+                                    "submitted": self.cohorts.submitted_exercises(user_id)})
+        return Reply("help", {"unknown": tokens[0], "organizer": self.cohorts.is_any_organizer(user_id)})
+
+    def _cohort(self, tokens: list[str], user_id: str) -> Reply:
+        action = tokens[0].lower() if tokens else "help"
+        rest = tokens[1:]
+        if action == "create":
+            if not rest:
+                # Permission first: a learner should not get a form they cannot submit.
+                if not self.cohorts.is_organizer(user_id):
+                    self.cohorts.create(user_id, name="", channel="", start="", at="", tz="")
+                return Reply("cohort_modal_opening", modal="cohort_modal")
+            args = parse(rest, COHORT_CREATE_OPTIONS)
+            if len(args.positional) != 1:
+                raise FieldError("name", f"Give exactly one cohort name. Usage: `{USAGE['cohort create']}`")
+            for required in ("channel", "start", "time", "tz"):
+                if not args.one(required):
+                    raise FieldError(required, f"--{required} is missing. Usage: `{USAGE['cohort create']}`")
+            cohort = self.cohorts.create(
+                user_id, name=args.positional[0], channel=args.one("channel"), start=args.one("start"),
+                at=args.one("time"), tz=args.one("tz"), weekday=args.one("weekday"), curriculum=args.one("curriculum"),
+                organizers=[user_id_from(o) for o in args.options.get("organizer", [])],
+            )
+            return Reply("cohort_created", {"cohort": cohort})
+        if action == "list":
+            return Reply("cohort_list", {"cohorts": self.cohorts.list(user_id)})
+        if action in ("pause", "resume", "skip"):
+            name = self._name(rest, f"cohort {action}")
+            method = {"pause": self.cohorts.pause, "resume": self.cohorts.resume, "skip": self.cohorts.skip_week}[action]
+            return Reply("cohort_changed", {"cohort": method(user_id, name), "action": action})
+        if action == "reschedule":
+            args = parse(rest, RESCHEDULE_OPTIONS)
+            if len(args.positional) != 1:
+                raise FieldError("name", f"Give exactly one cohort name. Usage: `{USAGE['cohort reschedule']}`")
+            cohort = self.cohorts.reschedule(user_id, args.positional[0], weekday=args.one("weekday"),
+                                             at=args.one("time"), tz=args.one("tz"), start=args.one("start"))
+            return Reply("cohort_changed", {"cohort": cohort, "action": "reschedule"})
+        return Reply("help", {"unknown": f"cohort {action}", "organizer": self.cohorts.is_any_organizer(user_id)})
+
+    @staticmethod
+    def _name(tokens: list[str], command: str) -> str:
+        if len(tokens) != 1:
+            raise FieldError("name", f"Name one cohort: `/study {command} NAME`.")
+        return tokens[0]

@@ -1,0 +1,41 @@
+"""The small interface the domain talks to. Slack (studybot/slack/chat.py) and the terminal shell
+(studybot/shell/chat.py) implement it; the domain never knows which one it has."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Message:
+    """A rendered message: Block Kit blocks plus the plain-text fallback (notifications, the shell)."""
+
+    text: str
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Channel:
+    id: str
+    name: str
+
+
+class Chat(Protocol):
+    def post(self, channel_id: str, message: Message, *, metadata: dict[str, Any] | None = None) -> str:
+        """Post to a channel; returns the message id (Slack's ts). Raises ChatError after retries."""
+
+    def dm(self, user_id: str, message: Message) -> str:
+        """Send a direct message to one user; returns the message id."""
+
+    def find_post(self, channel_id: str, *, since: datetime, event_type: str, key: str) -> str | None:
+        """The id of a post made since ``since`` whose metadata names (event_type, key), if any.
+
+        How a delivery whose fate is unknown (a crash between post and mark) is reconciled."""
+
+    def is_workspace_admin(self, user_id: str) -> bool:
+        """Workspace admins and owners are organizers of every cohort."""
+
+    def resolve_channel(self, raw: str) -> Channel:
+        """Turn what a user typed (#name, <#C123|name>, C123) into a channel; FieldError('channel') if none."""

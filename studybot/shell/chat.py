@@ -1,0 +1,73 @@
+"""A Chat that prints to the terminal and remembers what it posted (for find_post)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, TextIO
+
+from studybot.clock import Clock
+from studybot.errors import FieldError
+from studybot.ports import Channel, Message
+
+CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,79}$")
+
+
+def to_plain(text: str) -> str:
+    """Slack markup to terminal text: <!date^..|fallback>, <@U1>, <#C1|name>, <url|label>, &amp;."""
+    text = re.sub(r"<!date\^[^|>]*\|([^>]*)>", r"\1", text)
+    text = re.sub(r"<@([^>|]+)(?:\|[^>]*)?>", r"@\1", text)
+    text = re.sub(r"<#[^>|]+\|([^>]*)>", r"#\1", text)
+    text = re.sub(r"<(https?://[^>|]+)\|([^>]*)>", r"\2 (\1)", text)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+@dataclass(frozen=True)
+class Posted:
+    id: str
+    channel_id: str
+    message: Message
+    metadata: dict[str, Any] | None
+    at: datetime
+
+
+class ShellChat:
+    def __init__(self, out: TextIO, clock: Clock, admins: Callable[[str], bool]) -> None:
+        self.out, self.clock, self._is_admin = out, clock, admins
+        self.posted: list[Posted] = []
+        self._ids = itertools.count(1)
+
+    def _record(self, channel_id: str, message: Message, metadata: dict | None) -> str:
+        posted = Posted(f"m{next(self._ids)}", channel_id, message, metadata, self.clock.now())
+        self.posted.append(posted)
+        return posted.id
+
+    def post(self, channel_id: str, message: Message, *, metadata: dict | None = None) -> str:
+        stamp = self.clock.now().strftime("%a %d %b %Y %H:%M UTC")
+        self.out.write(f"\n── #{channel_id} · {stamp} ──\n{to_plain(message.text)}\n")
+        return self._record(channel_id, message, metadata)
+
+    def dm(self, user_id: str, message: Message) -> str:
+        stamp = self.clock.now().strftime("%a %d %b %Y %H:%M UTC")
+        self.out.write(f"\n── DM to @{user_id} · {stamp} ──\n{to_plain(message.text)}\n")
+        return self._record(f"@{user_id}", message, None)
+
+    def find_post(self, channel_id: str, *, since: datetime, event_type: str, key: str) -> str | None:
+        for posted in self.posted:
+            meta = posted.metadata or {}
+            if (posted.channel_id == channel_id and posted.at >= since and meta.get("event_type") == event_type
+                    and str(meta.get("event_payload", {}).get("delivery_id")) == key):
+                return posted.id
+        return None
+
+    def is_workspace_admin(self, user_id: str) -> bool:
+        return self._is_admin(user_id)
+
+    def resolve_channel(self, raw: str) -> Channel:
+        name = (raw or "").strip().lstrip("#")
+        if not CHANNEL_NAME.match(name):
+            raise FieldError("channel", f"Channel {raw!r} is not a channel name: use #name, lowercase, e.g. #fastai-study.",
+                             value=raw)
+        return Channel(id=name, name=name)
