@@ -1,0 +1,190 @@
+"""Exercise specs: exercises/<id>/spec.toml, loaded into a validated, frozen `Spec`.
+
+    id = "digits"                    # must equal the directory name
+    title = "Your first image classifier"
+    version = 1                      # bump when data, target or budgets change: invalidates cached references
+    curriculum = "fastai-part1-2022"
+    lesson = "3"
+    dataset = "sklearn-digits"       # an id understood by grader.datasets.load
+    metric = "accuracy"              # the only metric so far
+    target = 0.97                    # mean test accuracy over the runs needed to pass
+    runs = 5                         # timed runs, each with a grader-chosen seed
+    train_budget_seconds = 60.0      # wall clock per train() call; over it the run is killed (timeout)
+    predict_budget_seconds = 10.0    # wall clock per predict() call; over it the run is killed (timeout)
+    warmup = true                    # one untimed, capped warm-up train()+predict() on noise before each timed run
+    device = "cpu"                   # preferred device, "cpu" or "cuda"; no CUDA here means cpu with a note
+    memory_limit_mb = 4096           # resident memory of everything in the sandbox, in MiB
+    summary = "Train a classifier on 8x8 digits to 97% in seconds."
+
+Optional keys:
+
+    too_slow_factor = 10.0           # passed accuracy but median train time over this many times the
+                                     # reference's median (plus a second of grace) -> too_slow
+    warmup_budget_seconds = 60.0     # cap on the warm-up; defaults to train_budget_seconds + predict_budget_seconds
+"""
+
+import dataclasses
+import pathlib
+import tomllib
+
+from grader.errors import SpecError
+
+SPEC_FILENAME = "spec.toml"
+REFERENCE_NOTEBOOK = "reference.ipynb"
+DEFAULT_TOO_SLOW_FACTOR = 10.0  # x reference median train time; see `too_slow_factor` above
+DEVICES = ("cpu", "cuda")
+METRICS = ("accuracy",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    id: str
+    title: str
+    version: int
+    curriculum: str
+    lesson: str
+    dataset: str
+    metric: str
+    target: float
+    runs: int
+    train_budget_seconds: float
+    predict_budget_seconds: float
+    warmup: bool
+    device: str
+    memory_limit_mb: int
+    summary: str
+    too_slow_factor: float = DEFAULT_TOO_SLOW_FACTOR
+    warmup_budget_seconds: float | None = None
+    directory: pathlib.Path | None = None  # where spec.toml was found; not a TOML key
+
+    @property
+    def warmup_cap_seconds(self) -> float:
+        if self.warmup_budget_seconds is not None:
+            return self.warmup_budget_seconds
+        return self.train_budget_seconds + self.predict_budget_seconds
+
+    @property
+    def reference_notebook(self) -> pathlib.Path:
+        return self.directory / REFERENCE_NOTEBOOK
+
+    def as_config(self) -> dict:
+        """The spec as plain data, for the result JSON (the directory is left out)."""
+        config = dataclasses.asdict(self)
+        config.pop("directory")
+        config["warmup_budget_seconds"] = self.warmup_cap_seconds
+        return config
+
+
+# key -> (accepted python types, human description); `bool` is excluded from the numbers below
+# because TOML `true` would otherwise pass as the integer 1.
+_REQUIRED = {
+    "id": (str, "a string"),
+    "title": (str, "a string"),
+    "version": (int, "an integer"),
+    "curriculum": (str, "a string"),
+    "lesson": (str, "a string"),
+    "dataset": (str, "a string"),
+    "metric": (str, "a string"),
+    "target": ((int, float), "a number"),
+    "runs": (int, "an integer"),
+    "train_budget_seconds": ((int, float), "a number of seconds"),
+    "predict_budget_seconds": ((int, float), "a number of seconds"),
+    "warmup": (bool, "true or false"),
+    "device": (str, "a string"),
+    "memory_limit_mb": (int, "an integer number of MiB"),
+    "summary": (str, "a string"),
+}
+_OPTIONAL = {
+    "too_slow_factor": ((int, float), "a number"),
+    "warmup_budget_seconds": ((int, float), "a number of seconds"),
+}
+
+
+def parse_spec(data: dict, *, source: str = "spec.toml", directory: pathlib.Path | None = None) -> Spec:
+    """Validate a parsed spec table; every error names the file and the bad key."""
+    def fail(message):
+        raise SpecError(f"{source}: {message}")
+
+    known = {**_REQUIRED, **_OPTIONAL}
+    for key in data:
+        if key not in known:
+            fail(f"unknown key {key!r} (known keys: {', '.join(known)})")
+    for key in _REQUIRED:
+        if key not in data:
+            fail(f"missing key {key!r}")
+    values = {}
+    for key, (types_, description) in known.items():
+        if key not in data:
+            continue
+        value = data[key]
+        if isinstance(value, bool) and types_ is not bool:
+            fail(f"{key!r} must be {description}, not {value!r}")
+        if not isinstance(value, types_):
+            fail(f"{key!r} must be {description}, not {value!r}")
+        if isinstance(value, str) and not value.strip():
+            fail(f"{key!r} must not be empty")
+        values[key] = float(value) if types_ == (int, float) else value
+
+    if values["version"] < 1:
+        fail(f"'version' must be at least 1, not {values['version']}")
+    if values["metric"] not in METRICS:
+        fail(f"'metric' must be one of {METRICS}, not {values['metric']!r}")
+    if not 0.0 < values["target"] <= 1.0:
+        fail(f"'target' is a fraction of the test set: between 0 and 1, not {values['target']}")
+    if values["runs"] < 1:
+        fail(f"'runs' must be at least 1, not {values['runs']}")
+    if values["device"] not in DEVICES:
+        fail(f"'device' must be one of {DEVICES}, not {values['device']!r}")
+    if values["memory_limit_mb"] < 64:
+        fail(f"'memory_limit_mb' must be at least 64, not {values['memory_limit_mb']}")
+    for key in ("train_budget_seconds", "predict_budget_seconds", "too_slow_factor", "warmup_budget_seconds"):
+        if key in values and values[key] <= 0:
+            fail(f"{key!r} must be positive, not {values[key]}")
+    if directory is not None and values["id"] != directory.name:
+        fail(f"'id' is {values['id']!r} but the exercise directory is {directory.name!r}")
+    return Spec(**values, directory=directory)
+
+
+def load_spec(exercise_dir) -> Spec:
+    """Load and validate exercise_dir/spec.toml."""
+    exercise_dir = pathlib.Path(exercise_dir)
+    path = exercise_dir / SPEC_FILENAME
+    if not path.is_file():
+        raise SpecError(f"{path}: no such file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SpecError(f"{path}: not valid TOML ({e})") from None
+    return parse_spec(data, source=str(path), directory=exercise_dir)
+
+
+def default_exercises_dir() -> pathlib.Path:
+    """The repository's exercises/ directory, next to the grader package."""
+    return pathlib.Path(__file__).resolve().parent.parent / "exercises"
+
+
+def find_exercise(exercise_id: str, exercises_dir=None) -> Spec:
+    """Load the spec of one exercise by id, with a message listing the known ids on a miss."""
+    exercises_dir = pathlib.Path(exercises_dir or default_exercises_dir())
+    if not exercise_id or "/" in exercise_id or exercise_id.startswith("."):
+        raise SpecError(f"{exercise_id!r} is not an exercise id")
+    exercise_dir = exercises_dir / exercise_id
+    if not (exercise_dir / SPEC_FILENAME).is_file():
+        known = [p.name for p in _exercise_dirs(exercises_dir)]
+        raise SpecError(
+            f"no exercise {exercise_id!r} in {exercises_dir} "
+            f"(known: {', '.join(known) if known else 'none'})"
+        )
+    return load_spec(exercise_dir)
+
+
+def list_exercises(exercises_dir=None) -> list[Spec]:
+    """Every exercise under exercises_dir, sorted by id. A malformed spec raises SpecError."""
+    exercises_dir = pathlib.Path(exercises_dir or default_exercises_dir())
+    return [load_spec(d) for d in _exercise_dirs(exercises_dir)]
+
+
+def _exercise_dirs(exercises_dir: pathlib.Path) -> list[pathlib.Path]:
+    if not exercises_dir.is_dir():
+        return []
+    return sorted(d for d in exercises_dir.iterdir() if (d / SPEC_FILENAME).is_file())
