@@ -1,0 +1,5 @@
+import sys
+
+from studybot.cli import main
+
+sys.exit(main())

@@ -1,0 +1,114 @@
+"""`studybot`: one command for every process.
+
+    studybot                  the shell without Slack credentials; with them, Slack (Socket Mode when
+                              SLACK_APP_TOKEN is set, else HTTP on $PORT) plus the clock, in one process
+    studybot shell            the terminal shell on the embedded database
+    studybot serve --port N   the bolt HTTP app (Procfile: web)
+    studybot socket           Socket Mode, no public URL needed
+    studybot clock            the one scheduler process (Procfile: clock)
+    studybot migrate          bring the database schema up to date
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+
+from studybot.clock import SystemClock
+from studybot.config import Settings, load_settings
+from studybot.db.engine import Database
+from studybot.errors import ConfigError
+
+log = logging.getLogger("studybot")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="studybot", description="Weekly fast.ai study groups in Slack.")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("shell", help="the terminal shell on the embedded database")
+    serve = sub.add_parser("serve", help="the bolt HTTP app (web process)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    serve.add_argument("--host", default="0.0.0.0")
+    sub.add_parser("socket", help="Slack Socket Mode")
+    sub.add_parser("clock", help="the scheduler process")
+    sub.add_parser("migrate", help="apply database migrations")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=os.environ.get("STUDYBOT_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"studybot: configuration error: {error.message}", file=sys.stderr)
+        return 2
+
+    command = args.command or ("slack" if settings.has_slack else "shell")
+    if command == "shell":
+        from studybot.shell.main import run_shell
+
+        return run_shell(settings)
+    if command == "migrate":
+        _database(settings)
+        print("database is up to date")
+        return 0
+    if command in ("serve", "socket", "slack") and not settings.has_slack:
+        print("studybot: configuration error: SLACK_BOT_TOKEN is missing (needed to talk to Slack)", file=sys.stderr)
+        return 2
+    if command == "serve" and not settings.slack_signing_secret:
+        print("studybot: configuration error: SLACK_SIGNING_SECRET is missing (HTTP mode verifies requests)",
+              file=sys.stderr)
+        return 2
+    if command == "socket" and not settings.slack_app_token:
+        print("studybot: configuration error: SLACK_APP_TOKEN is missing (Socket Mode needs an xapp- token)",
+              file=sys.stderr)
+        return 2
+
+    services, chat = _slack_services(settings)
+    if command == "clock":
+        from studybot.scheduler import run_clock
+
+        run_clock(services.deliveries, services.db, settings.data_dir / "clock.lock", settings.tick_seconds)
+        return 0
+    from studybot.slack.app import build_app
+
+    if command == "slack":  # one-process development mode: the clock runs beside the app
+        from studybot.scheduler import run_clock
+
+        threading.Thread(target=run_clock, name="clock", daemon=True, args=(
+            services.deliveries, services.db, settings.data_dir / "clock.lock", settings.tick_seconds)).start()
+        command = "socket" if settings.slack_app_token else "serve"
+        args.port, args.host = int(os.environ.get("PORT", "3000")), "0.0.0.0"
+    if command == "socket":
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        app = build_app(services, chat, signing_secret=None)
+        SocketModeHandler(app, settings.slack_app_token).start()
+        return 0
+    from studybot.slack.server import make_server
+
+    server = make_server(build_app(services, chat, settings.slack_signing_secret), host=args.host, port=args.port)
+    log.info("serving Slack requests on http://%s:%s/slack/events", args.host, server.effective_port)
+    server.run()
+    return 0
+
+
+def _database(settings: Settings) -> Database:
+    db = Database(settings.database_url)
+    db.migrate()
+    return db
+
+
+def _slack_services(settings: Settings):
+    from studybot.bootstrap import build_services
+    from studybot.slack.chat import SlackChat, make_web_client
+
+    chat = SlackChat(make_web_client(settings.slack_bot_token, settings.slack_api_url),
+                     post_interval=settings.channel_post_interval)
+    return build_services(settings, _database(settings), chat, SystemClock()), chat
+
+
+if __name__ == "__main__":
+    sys.exit(main())

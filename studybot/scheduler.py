@@ -1,0 +1,80 @@
+"""The clock process: one APScheduler interval job that asks the database what is due.
+
+APScheduler is only the ticker. Nothing is pickled into a job store; the truth is the deliveries
+table (see services/deliveries.py). A second clock process started by mistake waits on a lock
+(PostgreSQL advisory lock, or a file lock beside the SQLite database) and takes over if the first
+one dies; even without the lock, the conditional claim keeps every post single."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import text
+
+from studybot.db.engine import Database
+from studybot.services.deliveries import Deliveries
+
+log = logging.getLogger(__name__)
+
+CLOCK_LOCK_ID = 0x5709C10C  # PostgreSQL advisory lock key for "the clock process"
+STANDBY_RETRY_SECONDS = 15  # how often a standby clock retries the lock
+
+
+@contextlib.contextmanager
+def clock_lock(db: Database, lock_path: Path, stop: threading.Event) -> Iterator[bool]:
+    """Hold the singleton lock for as long as the block runs; wait for it while another holds it."""
+    if db.is_postgres:
+        connection = db.engine.connect()  # the lock lives as long as this session
+        try:
+            while not connection.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": CLOCK_LOCK_ID}).scalar():
+                log.warning("another clock process holds the lock; standing by")
+                if stop.wait(STANDBY_RETRY_SECONDS):
+                    yield False
+                    return
+            connection.commit()
+            yield True
+        finally:
+            connection.close()
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                log.warning("another clock process holds %s; standing by", lock_path)
+                if stop.wait(STANDBY_RETRY_SECONDS):
+                    yield False
+                    return
+        yield True
+
+
+def run_clock(deliveries: Deliveries, db: Database, lock_path: Path, tick_seconds: int,
+              stop: threading.Event | None = None) -> None:
+    stop = stop or threading.Event()
+    with clock_lock(db, lock_path, stop) as held:
+        if not held:
+            return
+        log.info("clock started: checking for due lessons every %ss", tick_seconds)
+        scheduler = BlockingScheduler(timezone="UTC")
+
+        def tick() -> None:
+            report = deliveries.tick()
+            if report.posted or report.reminded or report.skipped or report.failed:
+                log.info("tick: posted %s, reminded %d, skipped %s, failed %s",
+                         report.posted, len(report.reminded), report.skipped, report.failed)
+
+        # coalesce + max_instances=1: a slow tick is never run twice at once or replayed in a burst.
+        scheduler.add_job(tick, IntervalTrigger(seconds=tick_seconds), id="deliveries", coalesce=True,
+                          max_instances=1, next_run_time=deliveries.clock.now(), misfire_grace_time=None)
+        watcher = threading.Thread(target=lambda: (stop.wait(), scheduler.shutdown(wait=False)), daemon=True)
+        watcher.start()
+        scheduler.start()

@@ -1,0 +1,124 @@
+"""`studybot shell`: talk to the bot in a terminal, on the embedded database, with a clock you can move.
+
+Lines that start with /study (or study) are the slash command; lines that start with ':' talk to the
+shell itself. After every line the scheduler ticks, so posts appear as they fall due."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from datetime import datetime, timedelta
+from typing import TextIO
+
+from studybot.bootstrap import Services
+from studybot.clock import ManualClock
+from studybot.messages import render, render_text
+from studybot.shell.chat import to_plain
+
+SHELL_HELP = """Shell commands:
+  /study ...            the slash command, e.g. /study help
+  :as NAME [admin]      speak as another user (admin: a workspace admin)
+  :advance DURATION     move the clock forward, e.g. :advance 1w, 3d, 12h, 30m; due posts appear
+  :now                  show the clock
+  :home                 show your App Home
+  :dm TEXT              send the bot a direct message
+  :help                 this help
+  :quit                 leave (Ctrl-D works too)"""
+
+MAX_STEPS = 10_000  # due posts one :advance may step through
+DURATION = re.compile(r"^(\d+)([wdhm])$")
+
+
+def parse_duration(raw: str) -> timedelta:
+    match = DURATION.match(raw.strip().lower())
+    if not match:
+        raise ValueError(f"{raw!r} is not a duration: use 1w, 3d, 12h or 30m")
+    units = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes"}
+    return timedelta(**{units[match.group(2)]: int(match.group(1))})
+
+
+class Shell:
+    def __init__(self, services: Services, clock: ManualClock, out: TextIO, admins: set[str],
+                 user: str = "you") -> None:
+        self.services, self.clock, self.out, self.admins = services, clock, out, admins
+        self.user = user
+
+    @property
+    def prompt(self) -> str:
+        return f"{self.user}> "
+
+    def say(self, text: str) -> None:
+        self.out.write(text.rstrip() + "\n")
+
+    def handle(self, line: str) -> bool:
+        """Run one line; False means the user asked to quit."""
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return True
+        if line.startswith(":"):
+            keep_going = self._meta(line[1:])
+        elif re.match(r"^/?study\b", line):
+            self._study(re.sub(r"^/?study\s*", "", line))
+            keep_going = True
+        else:
+            self.say("Type /study help for the bot's commands, :help for the shell's.")
+            keep_going = True
+        self._tick()
+        return keep_going
+
+    def _study(self, text: str) -> None:
+        reply = self.services.commands.handle(text, self.user)
+        self.say(to_plain(render(reply.template, **reply.context).text))
+
+    def _meta(self, line: str) -> bool:
+        try:
+            words = shlex.split(line)
+        except ValueError as error:
+            self.say(f"Could not read that: {error}")
+            return True
+        verb, args = (words[0].lower(), words[1:]) if words else ("help", [])
+        if verb in ("quit", "exit", "q"):
+            return False
+        if verb == "as" and args:
+            self.user = args[0].lstrip("@")
+            if "admin" in args[1:]:
+                self.admins.add(self.user)
+            role = "a workspace admin" if self.user in self.admins else "a member"
+            self.say(f"You are now @{self.user}, {role}.")
+        elif verb == "advance" and args:
+            try:
+                self.advance(parse_duration(args[0]))
+            except ValueError as error:
+                self.say(str(error))
+        elif verb == "now":
+            self.say(f"It is {self.clock.now():%a %d %b %Y %H:%M} UTC.")
+        elif verb == "home":
+            cohorts = self.services.cohorts
+            self.say(to_plain(render_text(
+                "home", cohorts=cohorts.cohorts_of(self.user), organized=cohorts.organized_by(self.user),
+                submitted=cohorts.submitted_exercises(self.user), is_organizer=cohorts.is_any_organizer(self.user))))
+        elif verb == "dm":
+            self.say(to_plain(render("dm_help").text))
+        else:
+            self.say(SHELL_HELP)
+        return True
+
+    def advance(self, delta: timedelta) -> None:
+        """Jump from one due post to the next, so each one is posted at its own time."""
+        target = self.clock.now() + delta
+        for _ in range(MAX_STEPS):
+            due = self.services.deliveries.next_due()
+            if due is None or due > target:
+                break
+            # A post that keeps failing stays pending; step past it rather than spin on it.
+            self.clock.set(max(due, self.clock.now() + timedelta(minutes=1) if due <= self.clock.now() else due))
+            self._tick()
+        self.clock.set(target)
+        self.say(f"The clock is now {target:%a %d %b %Y %H:%M} UTC.")
+
+    def _tick(self) -> None:
+        self.services.deliveries.tick()
+
+
+def start_clock() -> ManualClock:
+    return ManualClock(datetime.now().astimezone())

@@ -1,0 +1,36 @@
+"""Buttons on the App Home: organizer controls."""
+
+from __future__ import annotations
+
+from slack_bolt import App
+
+from studybot.bootstrap import Services
+from studybot.curricula import load_curricula
+from studybot.errors import StudybotError
+from studybot.messages import render, render_view
+from studybot.slack.home import publish_home
+
+
+def register(app: App, services: Services) -> None:
+    def cohort_control(ack, body, action, client):
+        ack()
+        user_id = body["user"]["id"]
+        verb = action["action_id"].removeprefix("cohort_")
+        method = {"pause": services.cohorts.pause, "resume": services.cohorts.resume,
+                  "skip": services.cohorts.skip_week}[verb]
+        try:
+            message = render("cohort_changed", cohort=method(user_id, action["value"]), action=verb)
+        except StudybotError as error:
+            message = render("error", error=error, kind=type(error).__name__, field=getattr(error, "field", None))
+        channel = client.conversations_open(users=user_id)["channel"]["id"]
+        client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
+        publish_home(client, services, user_id)
+
+    def open_cohort_form(ack, body, client):
+        ack()
+        client.views_open(trigger_id=body["trigger_id"], view=render_view(
+            "cohort_modal", curricula=list(load_curricula(services.cohorts.curricula_dir).values()), default_tz="UTC"))
+
+    for action_id in ("cohort_pause", "cohort_resume", "cohort_skip"):
+        app.action(action_id)(cohort_control)
+    app.action("cohort_create_open")(open_cohort_form)

@@ -1,0 +1,140 @@
+"""Chat and directory on the Slack Web API: posting with per-channel pacing, retries on 429/5xx."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler, ServerErrorRetryHandler
+
+from studybot.errors import ChatError, FieldError
+from studybot.ports import Channel, Message
+
+log = logging.getLogger(__name__)
+
+ADMIN_CACHE_SECONDS = 600  # how long a users.info answer (admin/owner flags) is trusted
+HISTORY_PAGES = 5  # conversations.history pages searched when reconciling a post (200 messages each)
+
+
+def make_web_client(token: str, base_url: str, timeout: int = 30) -> WebClient:
+    # slack_sdk retries only connection errors by default: 429 (after Retry-After) and 5xx are ours to add.
+    return WebClient(
+        token=token,
+        base_url=base_url,
+        timeout=timeout,
+        retry_handlers=[
+            ConnectionErrorRetryHandler(max_retry_count=2),
+            RateLimitErrorRetryHandler(max_retry_count=5),
+            ServerErrorRetryHandler(max_retry_count=3),
+        ],
+    )
+
+
+class ChannelPacer:
+    """At most one post per ``interval`` seconds per channel: Slack allows about one a second."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+        self._last: dict[str, float] = {}
+
+    def wait(self, channel: str) -> None:
+        with self._guard:
+            lock = self._locks[channel]
+        with lock:
+            delay = self._last.get(channel, 0.0) + self.interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self._last[channel] = time.monotonic()
+
+
+class SlackChat:
+    def __init__(self, client: WebClient, post_interval: float = 1.1) -> None:
+        self.client = client
+        self.pacer = ChannelPacer(post_interval)
+        self._admins: dict[str, tuple[float, bool]] = {}
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.client, method)(**kwargs)
+        except SlackApiError as error:
+            raise ChatError(f"Slack refused {method}: {error.response.get('error', 'unknown error')}",
+                            slack_error=error.response.get("error")) from None
+        except SlackClientError as error:
+            raise ChatError(f"Slack could not be reached for {method}: {type(error).__name__}") from None
+
+    def post(self, channel_id: str, message: Message, *, metadata: dict[str, Any] | None = None) -> str:
+        self.pacer.wait(channel_id)
+        response = self._call("chat_postMessage", channel=channel_id, text=message.text, blocks=message.blocks or None,
+                              metadata=metadata, unfurl_links=False, unfurl_media=False)
+        return response["ts"]
+
+    def update(self, channel_id: str, ts: str, message: Message) -> None:
+        self._call("chat_update", channel=channel_id, ts=ts, text=message.text, blocks=message.blocks or None)
+
+    def dm(self, user_id: str, message: Message) -> str:
+        channel = self._call("conversations_open", users=user_id)["channel"]["id"]
+        return self.post(channel, message)
+
+    def find_post(self, channel_id: str, *, since: datetime, event_type: str, key: str) -> str | None:
+        cursor = None
+        for _ in range(HISTORY_PAGES):
+            page = self._call("conversations_history", channel=channel_id, oldest=f"{since.timestamp():.6f}",
+                              include_all_metadata=True, limit=200, cursor=cursor)
+            for message in page.get("messages", []):
+                meta = message.get("metadata") or {}
+                if meta.get("event_type") == event_type and str((meta.get("event_payload") or {}).get("delivery_id")) == key:
+                    return message["ts"]
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                break
+        return None
+
+    def is_workspace_admin(self, user_id: str) -> bool:
+        cached = self._admins.get(user_id)
+        if cached and time.monotonic() - cached[0] < ADMIN_CACHE_SECONDS:
+            return cached[1]
+        try:
+            user = self._call("users_info", user=user_id)["user"]
+        except ChatError as error:
+            log.warning("users.info failed for %s: %s; treating as not an admin", user_id, error.message)
+            return False
+        is_admin = bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
+        self._admins[user_id] = (time.monotonic(), is_admin)
+        return is_admin
+
+    def resolve_channel(self, raw: str) -> Channel:
+        raw = (raw or "").strip()
+        escaped = re.fullmatch(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>", raw)
+        if escaped and escaped.group(2):
+            return Channel(escaped.group(1), escaped.group(2))
+        channel_id = escaped.group(1) if escaped else (raw if re.fullmatch(r"[CG][A-Z0-9]{6,}", raw) else None)
+        if channel_id:
+            try:
+                info = self._call("conversations_info", channel=channel_id)["channel"]
+            except ChatError:
+                raise FieldError("channel", f"I cannot see channel {raw}. Invite me there first (`/invite @studybot`).",
+                                 value=raw) from None
+            return Channel(info["id"], info.get("name", channel_id))
+        name = raw.lstrip("#")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,79}", name):
+            raise FieldError("channel", f"Channel {raw!r} is not a channel: use #name, e.g. #fastai-study.", value=raw)
+        cursor = None
+        while True:
+            page = self._call("conversations_list", types="public_channel,private_channel", exclude_archived=True,
+                              limit=1000, cursor=cursor)
+            for channel in page.get("channels", []):
+                if channel.get("name") == name:
+                    return Channel(channel["id"], name)
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                raise FieldError("channel", f"I cannot find #{name}. Check the name; for a private channel, invite me first.",
+                                 value=raw)

@@ -1,0 +1,36 @@
+"""/study: ack at once, then answer through the response_url (or open the cohort form)."""
+
+from __future__ import annotations
+
+import logging
+
+from slack_bolt import App
+
+from studybot.bootstrap import Services
+from studybot.curricula import load_curricula
+from studybot.messages import render_view
+from studybot.slack.reply import respond_with
+
+log = logging.getLogger(__name__)
+
+
+def register(app: App, services: Services) -> None:
+    def study(ack, command, respond, client):
+        ack()  # within Slack's 3 s, before any database or API work
+        reply = services.commands.handle(command.get("text", ""), command["user_id"])
+        if reply.modal:
+            client.views_open(trigger_id=command["trigger_id"], view=render_view(
+                reply.modal, curricula=list(load_curricula(services.cohorts.curricula_dir).values()),
+                default_tz=_user_tz(client, command["user_id"])))
+            return
+        respond_with(respond, reply)
+
+    app.command("/study")(study)
+
+
+def _user_tz(client, user_id: str) -> str:
+    try:
+        return client.users_info(user=user_id)["user"].get("tz") or "UTC"
+    except Exception:  # a default timezone is only a convenience in the form
+        log.info("no timezone for %s; the form defaults to UTC", user_id)
+        return "UTC"
