@@ -15,8 +15,14 @@ from studybot.ports import Channel, Message
 CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,79}$")
 
 
+EMOJI = {"warning": "⚠️", "no_entry": "⛔", "white_check_mark": "✅", "wave": "👋", "books": "📚", "trophy": "🏆",
+         "alarm_clock": "⏰", "x": "❌", "hourglass_flowing_sand": "⏳", "spiral_calendar_pad": "🗓️",
+         "heavy_minus_sign": "➖"}
+
+
 def to_plain(text: str) -> str:
-    """Slack markup to terminal text: <!date^..|fallback>, <@U1>, <#C1|name>, <url|label>, &amp;."""
+    """Slack markup to terminal text: <!date^..|fallback>, <@U1>, <#C1|name>, <url|label>, :emoji:, &amp;."""
+    text = re.sub(r":([a-z_]+):", lambda m: EMOJI.get(m.group(1), m.group(0)), text)
     text = re.sub(r"<!date\^[^|>]*\|([^>]*)>", r"\1", text)
     text = re.sub(r"<@([^>|]+)(?:\|[^>]*)?>", r"@\1", text)
     text = re.sub(r"<#[^>|]+\|([^>]*)>", r"#\1", text)

@@ -1,0 +1,120 @@
+"""Shared fixtures: both real databases, a movable clock, the fake Slack and the running HTTP app."""
+
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import pytest
+
+from studybot.bootstrap import Services, build_services
+from studybot.clock import ManualClock
+from studybot.config import load_settings
+from studybot.db.engine import Database
+from studybot.shell.chat import ShellChat
+from studybot.shell.repl import Shell
+from tests.support.databases import fresh_postgres_schema
+from tests.support.fake_slack import FakeSlack
+
+SIGNING_SECRET = "test-signing-secret"
+BOT_TOKEN = "xoxb-test-token"
+T0 = datetime(2027, 1, 4, 12, 0, tzinfo=timezone.utc)  # a Monday, noon UTC
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'studybot.sqlite3'}"
+        return
+    url, drop = fresh_postgres_schema()
+    yield url
+    drop()
+
+
+@pytest.fixture
+def db(database_url):
+    database = Database(database_url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def clock():
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def settings(tmp_path, database_url):
+    return load_settings({"STUDYBOT_DATA_DIR": str(tmp_path), "DATABASE_URL": database_url})
+
+
+@dataclass
+class TestBot:
+    """The bot as a conversation, through the shell transport: say a line, read what came back."""
+
+    shell: Shell
+    out: io.StringIO
+    services: Services
+    clock: ManualClock
+
+    def say(self, line: str, as_user: str | None = None) -> str:
+        if as_user:
+            self.shell.user = as_user
+        start = self.out.tell()
+        self.shell.handle(line)
+        self.out.seek(start)
+        said = self.out.read()
+        self.out.seek(0, io.SEEK_END)
+        return said
+
+    @property
+    def chat(self) -> ShellChat:
+        return self.services.chat
+
+
+@pytest.fixture
+def bot(settings, db, clock):
+    out = io.StringIO()
+    admins = {"admin"}
+    chat = ShellChat(out, clock, admins.__contains__)
+    services = build_services(settings, db, chat, clock)
+    return TestBot(Shell(services, clock, out, admins, user="admin"), out, services, clock)
+
+
+@pytest.fixture
+def fake_slack():
+    with FakeSlack() as fake:
+        fake.add_user("UADMIN", "grace", is_admin=True, tz="Europe/Berlin")
+        fake.add_user("UOWNER", "owen", is_owner=True)
+        fake.add_user("U1", "ada")
+        fake.add_user("U2", "bob")
+        fake.add_channel("CSTUDY", "fastai-study")
+        yield fake
+
+
+@dataclass
+class RunningApp:
+    url: str
+    fake: FakeSlack
+    services: Services
+    clock: ManualClock
+
+
+@pytest.fixture
+def slack_app(settings, db, clock, fake_slack):
+    """The real bolt app over real HTTP (waitress on a free port), talking to the fake Slack."""
+    from studybot.slack.app import build_app
+    from studybot.slack.chat import SlackChat, make_web_client
+    from studybot.slack.server import make_server
+
+    chat = SlackChat(make_web_client(BOT_TOKEN, fake_slack.api_url), post_interval=0.05)
+    services = build_services(settings, db, chat, clock)
+    server = make_server(build_app(services, chat, SIGNING_SECRET), host="127.0.0.1", port=0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield RunningApp(f"http://127.0.0.1:{server.effective_port}/slack/events", fake_slack, services, clock)
+    server.close()
+    thread.join(timeout=5)
