@@ -28,14 +28,15 @@ STANDBY_RETRY_SECONDS = 15  # how often a standby clock retries the lock
 
 
 @contextlib.contextmanager
-def clock_lock(db: Database, lock_path: Path, stop: threading.Event) -> Iterator[bool]:
+def clock_lock(db: Database, lock_path: Path, stop: threading.Event,
+               retry_seconds: float = STANDBY_RETRY_SECONDS) -> Iterator[bool]:
     """Hold the singleton lock for as long as the block runs; wait for it while another holds it."""
     if db.is_postgres:
         connection = db.engine.connect()  # the lock lives as long as this session
         try:
             while not connection.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": CLOCK_LOCK_ID}).scalar():
                 log.warning("another clock process holds the lock; standing by")
-                if stop.wait(STANDBY_RETRY_SECONDS):
+                if stop.wait(retry_seconds):
                     yield False
                     return
             connection.commit()
@@ -51,7 +52,7 @@ def clock_lock(db: Database, lock_path: Path, stop: threading.Event) -> Iterator
                 break
             except BlockingIOError:
                 log.warning("another clock process holds %s; standing by", lock_path)
-                if stop.wait(STANDBY_RETRY_SECONDS):
+                if stop.wait(retry_seconds):
                     yield False
                     return
         yield True
@@ -60,7 +61,7 @@ def clock_lock(db: Database, lock_path: Path, stop: threading.Event) -> Iterator
 def run_clock(deliveries: Deliveries, db: Database, lock_path: Path, tick_seconds: int,
               stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
-    with clock_lock(db, lock_path, stop) as held:
+    with clock_lock(db, lock_path, stop, retry_seconds=min(tick_seconds, STANDBY_RETRY_SECONDS)) as held:
         if not held:
             return
         log.info("clock started: checking for due lessons every %ss", tick_seconds)
