@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -16,6 +15,7 @@ from studybot.db.engine import Database
 from studybot.shell.chat import ShellChat
 from studybot.shell.repl import Shell
 from tests.support.databases import fresh_postgres_schema
+from tests.support import signed_requests
 from tests.support.fake_slack import FakeSlack
 
 SIGNING_SECRET = "test-signing-secret"
@@ -108,13 +108,11 @@ def slack_app(settings, db, clock, fake_slack):
     """The real bolt app over real HTTP (waitress on a free port), talking to the fake Slack."""
     from studybot.slack.app import build_app
     from studybot.slack.chat import SlackChat, make_web_client
-    from studybot.slack.server import make_server
+    from studybot.slack.server import BackgroundServer
 
     chat = SlackChat(make_web_client(BOT_TOKEN, fake_slack.api_url), post_interval=0.05)
     services = build_services(settings, db, chat, clock)
-    server = make_server(build_app(services, chat, SIGNING_SECRET), host="127.0.0.1", port=0)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield RunningApp(f"http://127.0.0.1:{server.effective_port}/slack/events", fake_slack, services, clock)
-    server.close()
-    thread.join(timeout=5)
+    server = BackgroundServer(build_app(services, chat, SIGNING_SECRET), loop_timeout=0.05).start()
+    yield RunningApp(server.url, fake_slack, services, clock)
+    signed_requests.SESSION.close()  # drop keep-alive connections before the server goes
+    server.stop()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 import time
 from collections import defaultdict
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterator
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -46,14 +47,19 @@ class ChannelPacer:
         self._guard = threading.Lock()
         self._last: dict[str, float] = {}
 
-    def wait(self, channel: str) -> None:
+    @contextlib.contextmanager
+    def slot(self, channel: str) -> Iterator[None]:
+        """Hold the channel for one post; the next may start ``interval`` after this one finished."""
         with self._guard:
             lock = self._locks[channel]
         with lock:
             delay = self._last.get(channel, 0.0) + self.interval - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            self._last[channel] = time.monotonic()
+            try:
+                yield
+            finally:
+                self._last[channel] = time.monotonic()
 
 
 class SlackChat:
@@ -72,9 +78,10 @@ class SlackChat:
             raise ChatError(f"Slack could not be reached for {method}: {type(error).__name__}") from None
 
     def post(self, channel_id: str, message: Message, *, metadata: dict[str, Any] | None = None) -> str:
-        self.pacer.wait(channel_id)
-        response = self._call("chat_postMessage", channel=channel_id, text=message.text, blocks=message.blocks or None,
-                              metadata=metadata, unfurl_links=False, unfurl_media=False)
+        with self.pacer.slot(channel_id):
+            response = self._call("chat_postMessage", channel=channel_id, text=message.text,
+                                  blocks=message.blocks or None, metadata=metadata, unfurl_links=False,
+                                  unfurl_media=False)
         return response["ts"]
 
     def update(self, channel_id: str, ts: str, message: Message) -> None:
@@ -116,7 +123,7 @@ class SlackChat:
         escaped = re.fullmatch(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>", raw)
         if escaped and escaped.group(2):
             return Channel(escaped.group(1), escaped.group(2))
-        channel_id = escaped.group(1) if escaped else (raw if re.fullmatch(r"[CG][A-Z0-9]{6,}", raw) else None)
+        channel_id = escaped.group(1) if escaped else (raw if re.fullmatch(r"[CG][A-Z0-9]{2,}", raw) else None)
         if channel_id:
             try:
                 info = self._call("conversations_info", channel=channel_id)["channel"]
