@@ -1,0 +1,283 @@
+"""The `grader` command.
+
+    grader grade NOTEBOOK --exercise ID [--runs N] [--json]   grade one submission
+    grader reference ID [--json]                              measure the reference on this machine
+    grader exercises [--json]                                 list the exercises
+    grader datasets prepare ID                                fetch or build a dataset (ID: dataset or exercise)
+
+Exit status of `grade` and `reference`: 0 passed, 1 judged but not passed (the learner's
+statuses), 3 infra_error or a grader problem (bad spec, missing dataset, no sandbox).
+argparse uses 2 for usage errors.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import sys
+
+from grader import results
+from grader.errors import GraderError
+from grader.spec import default_exercises_dir, find_exercise, list_exercises
+
+EXIT_PASSED, EXIT_NOT_PASSED, EXIT_INFRA = 0, 1, 3
+DEFAULT_DATA_DIR = pathlib.Path("~/.cache/studybot-grader")  # overridden by $GRADER_DATA_DIR or --data-dir
+UNSAFE_FLAG = "--unsafe-no-sandbox-dev-only"
+UNSAFE_WARNING = f"""
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+!!  {UNSAFE_FLAG}: the notebook's code runs WITHOUT the sandbox, with
+!!  your user's files, network and secrets within its reach. Only for trusted code
+!!  on a development machine. Never on a grading host.
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+"""
+
+
+def data_dir_from(args) -> pathlib.Path:
+    chosen = args.data_dir or os.environ.get("GRADER_DATA_DIR") or DEFAULT_DATA_DIR
+    return pathlib.Path(chosen).expanduser()
+
+
+# ---- progress ---------------------------------------------------------------------------------
+
+class PlainProgress:
+    """One line per step, on stderr: for logs, pipes and --json."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+
+    def __call__(self, kind: str, **f) -> None:
+        who = "reference " if f.get("reference") else ""
+        run = f"{who}run {f['run'] + 1}" if "run" in f else who.strip()
+        if kind == "phase":
+            line = f"{run}: {f['text']}" if run else f["text"]
+        elif kind == "run":
+            line = f"{who}run {f['run'] + 1}/{f['total']} (seed {f['seed']})"
+        elif kind == "run_done":
+            line = (f"{run}: accuracy {f['accuracy']:.2%}, train {f['train_seconds']:.3f} s, "
+                    f"predict {f['predict_seconds']:.3f} s")
+        elif kind == "failed":
+            line = f"{run}: {f['status']}: {f['message']}"
+        else:
+            return  # per-epoch reports are too chatty for plain logs
+        print(line, file=self.stream, flush=True)
+
+    def close(self):
+        pass
+
+
+class RichProgress:
+    """A live bar over the runs, with the phase and the last report(...) values."""
+
+    def __init__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[detail]}"),
+                                 console=self.console, transient=False)
+        self.progress.start()
+        self.tasks = {}
+
+    def _task(self, f, total=None):
+        key = bool(f.get("reference"))
+        if key not in self.tasks:
+            label = "reference" if key else "submission"
+            self.tasks[key] = self.progress.add_task(label, total=total, detail="")
+        elif total is not None:
+            self.progress.update(self.tasks[key], total=total)
+        return self.tasks[key]
+
+    def __call__(self, kind: str, **f) -> None:
+        label = "reference" if f.get("reference") else "submission"
+        if kind == "phase" and "run" not in f:
+            self.console.print(f"[bold]{f['text']}[/]")
+        elif kind == "run":
+            self.progress.update(self._task(f, total=f["total"]), description=f"{label} run {f['run'] + 1}",
+                                 detail="starting the sandbox")
+        elif kind == "phase":
+            self.progress.update(self._task(f), detail=f["text"])
+        elif kind == "report":
+            values = " ".join(f"{k} {v:.4g}" for k, v in list(f["values"].items())[:4])
+            self.progress.update(self._task(f), detail=values)
+        elif kind == "run_done":
+            self.progress.advance(self._task(f))
+            self.progress.update(self._task(f), detail="")
+            self.console.print(f"  {label} run {f['run'] + 1}: accuracy {f['accuracy']:.2%}, "
+                               f"train {f['train_seconds']:.3f} s, predict {f['predict_seconds']:.3f} s")
+        elif kind == "failed":
+            self.console.print(f"  [red]{label} run {f['run'] + 1}: {f['status']}[/]: {f['message']}")
+
+    def close(self):
+        self.progress.stop()
+
+
+def make_progress(json_output: bool):
+    if not json_output and sys.stderr.isatty():
+        return RichProgress()
+    return PlainProgress()
+
+
+# ---- output -----------------------------------------------------------------------------------
+
+def print_result(result: results.Result, json_output: bool) -> None:
+    if json_output:
+        print(result.to_json())
+        return
+    print(f"{result.exercise}: {result.status.upper()}")
+    print(f"  {result.message}")
+    if result.runs:
+        print(f"  accuracy {result.accuracy:.2%} ± {result.accuracy_std:.2%} over {len(result.runs)} runs; "
+              f"median train {result.train_seconds:.3f} s, predict {result.predict_seconds:.3f} s")
+    if result.reference:
+        ratio = f"; speed ratio {result.speed_ratio:.2f}" if result.speed_ratio else ""
+        print(f"  reference: {result.reference['accuracy']:.2%}, train {result.reference['train_seconds']:.3f} s{ratio}")
+    if result.hardware:
+        print(f"  on {result.hardware.get('device_name')} ({result.hardware.get('device')}), "
+              f"torch {result.hardware.get('torch')}")
+    for note in result.notes:
+        print(f"  note: {note}")
+    if result.plot:
+        print(f"  plot: {result.plot}")
+    if result.status not in (results.PASSED, results.BELOW_TARGET, results.TOO_SLOW) and result.log_tail:
+        print("  last lines of the notebook's output:")
+        for line in result.log_tail.splitlines()[-15:]:
+            print(f"    {line}")
+
+
+def exit_status(result: results.Result) -> int:
+    if result.status == results.PASSED:
+        return EXIT_PASSED
+    return EXIT_INFRA if result.status == results.INFRA_ERROR else EXIT_NOT_PASSED
+
+
+def default_plot_path(data_dir: pathlib.Path, exercise: str, tag: str) -> pathlib.Path:
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return data_dir / "plots" / f"{exercise}-{stamp}-{tag}.png"
+
+
+# ---- commands ---------------------------------------------------------------------------------
+
+def cmd_grade(args, load_dataset) -> int:
+    from grader import grading
+    spec = find_exercise(args.exercise, args.exercises_dir)
+    data_dir = data_dir_from(args)
+    if args.unsafe:
+        print(UNSAFE_WARNING, file=sys.stderr)
+    progress = make_progress(args.json)
+    try:
+        result = grading.grade(args.notebook, spec, data_dir=data_dir, load_dataset=load_dataset, runs=args.runs,
+                               unsafe_no_sandbox=args.unsafe, progress=progress,
+                               plot_path=None if args.no_plot else (args.plot or default_plot_path(
+                                   data_dir, spec.id, pathlib.Path(args.notebook).stem[:40])))
+    finally:
+        progress.close()
+    print_result(result, args.json)
+    return exit_status(result)
+
+
+def cmd_reference(args, load_dataset) -> int:
+    from grader import reference_cache
+    spec = find_exercise(args.exercise, args.exercises_dir)
+    data_dir = data_dir_from(args)
+    if args.unsafe:
+        print(UNSAFE_WARNING, file=sys.stderr)
+    progress = make_progress(args.json)
+    try:
+        result = reference_cache.measure_reference(
+            spec, data_dir=data_dir, load_dataset=load_dataset, unsafe_no_sandbox=args.unsafe, progress=progress,
+            plot_path=None if args.no_plot else (args.plot or default_plot_path(data_dir, spec.id, "reference")))
+    finally:
+        progress.close()
+    print_result(result, args.json)
+    return exit_status(result)
+
+
+def cmd_exercises(args, load_dataset) -> int:
+    specs = list_exercises(args.exercises_dir)
+    if args.json:
+        print(json.dumps([s.as_config() for s in specs], indent=2))
+        return 0
+    if not specs:
+        print(f"no exercises in {args.exercises_dir or default_exercises_dir()}")
+    for s in specs:
+        print(f"{s.id:<14} lesson {s.lesson:<4} target {s.target:.1%}  {s.runs} runs on {s.device:<4}  {s.title}")
+        print(f"{'':<14} {s.summary}")
+    return 0
+
+
+def cmd_datasets_prepare(args, load_dataset) -> int:
+    from grader import datasets
+    dataset_id = args.id
+    try:  # an exercise id names its dataset
+        dataset_id = find_exercise(args.id, args.exercises_dir).dataset
+    except GraderError:
+        pass
+    data_dir = data_dir_from(args)
+    datasets.prepare(dataset_id, data_dir)
+    print(f"dataset {dataset_id!r} is ready under {data_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grader", description="Grade fast.ai study-group notebooks in a sandbox.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, *, judged: bool):
+        p.add_argument("--exercises-dir", type=pathlib.Path, default=None,
+                       help="where exercises/<id>/spec.toml live (default: the repository's exercises/)")
+        p.add_argument("--data-dir", type=pathlib.Path, default=None,
+                       help="datasets, cached references and plots (default: $GRADER_DATA_DIR or ~/.cache/studybot-grader)")
+        if judged:
+            p.add_argument("--json", action="store_true", help="print the result as JSON only")
+            p.add_argument("--plot", type=pathlib.Path, default=None, help="where to write the PNG")
+            p.add_argument("--no-plot", action="store_true", help="do not draw a PNG")
+            p.add_argument(UNSAFE_FLAG, dest="unsafe", action="store_true",
+                           help="run WITHOUT the sandbox: trusted code on a development machine only")
+
+    p = commands.add_parser("grade", help="grade one notebook")
+    p.add_argument("notebook", type=pathlib.Path)
+    p.add_argument("--exercise", required=True, help="exercise id, e.g. digits")
+    p.add_argument("--runs", type=int, default=None, help="timed runs (default: the exercise's)")
+    common(p, judged=True)
+    p.set_defaults(handler=cmd_grade)
+
+    p = commands.add_parser("reference", help="measure an exercise's reference notebook on this machine")
+    p.add_argument("exercise")
+    common(p, judged=True)
+    p.set_defaults(handler=cmd_reference)
+
+    p = commands.add_parser("exercises", help="list the exercises")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--exercises-dir", type=pathlib.Path, default=None)
+    p.set_defaults(handler=cmd_exercises)
+
+    p = commands.add_parser("datasets", help="manage datasets")
+    datasets_commands = p.add_subparsers(dest="datasets_command", required=True)
+    p = datasets_commands.add_parser("prepare", help="fetch or build a dataset (by dataset or exercise id)")
+    p.add_argument("id")
+    common(p, judged=False)
+    p.set_defaults(handler=cmd_datasets_prepare)
+    return parser
+
+
+def main(argv=None, *, load_dataset=None) -> int:
+    """Entry point. `load_dataset` replaces grader.datasets.load (tests use synthetic data)."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "runs", None) is not None and args.runs < 1:
+        print("grader: --runs must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return args.handler(args, load_dataset)
+    except GraderError as e:
+        if getattr(args, "json", False) and args.command in ("grade", "reference"):
+            exercise = getattr(args, "exercise", None) or ""
+            print(results.Result(exercise=exercise, status=results.INFRA_ERROR, message=str(e)).to_json())
+        else:
+            print(f"grader: {e}", file=sys.stderr)
+        return EXIT_INFRA
+
+
+if __name__ == "__main__":
+    sys.exit(main())

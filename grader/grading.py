@@ -1,0 +1,508 @@
+"""Grade a notebook: run it in the sandbox, time it from outside, score it, judge it.
+
+One timed run, in its own fresh sandbox (so nothing a run caches in memory or on disk can
+help the next one):
+
+    1. start the sandbox; the runner imports torch and initializes the device   (off the clock)
+    2. `load`: the exported code is executed and its train/predict checked       (off the clock)
+    3. `warmup` (if the spec allows): train+predict on random noise of the real
+       shapes with random labels, capped at spec.warmup_cap_seconds            (off the clock)
+    4. x_train, y_train appear in /sandbox/data; the runner puts them on the
+       device and says `ready`                                                 (off the clock)
+    5. `go` ... `done`: train(), then a device-wide synchronize                 TRAIN CLOCK
+    6. x_test appears; `ready`; `go` ... `done`: predict(), synchronize, write
+       predictions.npy                                                         PREDICT CLOCK
+    7. the grader reads predictions.npy, validates and scores it against the
+       test labels, which never leave this process
+
+Both clocks are time.perf_counter() in this process: from just before `go` is written to the
+moment the reader thread receives `done`. Nothing the sandbox says about time is used.
+"""
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import io
+import os
+import pathlib
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+
+from grader import results
+from grader.errors import DatasetMissing, GraderError, InfraError, InvalidNotebook
+from grader.notebook import extract_exports
+from grader.sandbox import GPU_INDEX, JobPaths, Sandbox, check_available
+from grader import sandbox as sandbox_module
+
+# ---- tunables -------------------------------------------------------------------------------
+STARTUP_TIMEOUT_SECONDS = 180.0   # sandbox start + `import torch` + device init + exec of the exports
+DATA_LOAD_BASE_SECONDS = 2.0      # cap on the off-clock loading of data onto the device before a clock
+DATA_LOAD_BYTES_PER_SECOND = 200e6  # starts: base + size / this. Honest loads take milliseconds to
+                                  # a fraction of a second; a slow one means learner code is running
+                                  # off the clock, so it fails the run
+TOO_SLOW_GRACE_SECONDS = 1.0      # added to too_slow_factor x reference, so sub-second references
+                                  # do not fail learners on process jitter
+SEED_BITS = 31                    # seeds are grader-chosen, uniformly in [0, 2**31)
+
+
+@dataclasses.dataclass
+class RunFailed(Exception):
+    """A run stopped early; `status` is a results status, `message` the hint for the learner.
+    `exited` marks a sandbox that died without saying why: its exit status explains it."""
+    status: str
+    message: str
+    exited: bool = False
+
+
+@dataclasses.dataclass
+class Measurement:
+    """What the runs of one notebook produced."""
+    runs: list                   # results.RunRecord for each completed run
+    failure: RunFailed | None    # why the runs stopped early, if they did
+    log_tail: str
+    sandbox_info: dict           # what the runner reported at startup (torch, device name)
+
+
+def _noop_progress(kind: str, **fields) -> None:
+    pass
+
+
+# ---- hardware --------------------------------------------------------------------------------
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpu_name(index: int) -> str | None:
+    """The assigned GPU's name from nvidia-smi (trusted, outside the sandbox), or None."""
+    if not os.path.exists("/dev/nvidiactl") or not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", f"--id={index}", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    name = out.stdout.strip()
+    return name if out.returncode == 0 and name else None
+
+
+def detect_hardware(preferred_device: str) -> tuple[dict, list[str]]:
+    """Where runs will happen: the spec's device if this machine has it, else CPU with a note."""
+    notes = []
+    device, device_name = "cpu", _cpu_name()
+    if preferred_device == "cuda":
+        gpu = _gpu_name(GPU_INDEX)
+        if gpu:
+            device, device_name = "cuda", gpu
+        else:
+            notes.append("the exercise prefers CUDA but this machine has no usable GPU: ran on CPU")
+    try:
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_version = None
+    hardware = {
+        "device": device,
+        "device_name": device_name,
+        "torch": torch_version,
+        "hostname": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    return hardware, notes
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+def _noise_like(array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random values with the array's shape, dtype and rough range: warm-up data that carries
+    no information about the real data, so nothing useful can be precomputed off the clock."""
+    if array.dtype.kind in "iu":
+        low, high = int(array.min()), int(array.max())
+        return rng.integers(low, high + 1, size=array.shape).astype(array.dtype)
+    sample = array.reshape(-1)[:: max(1, array.size // 100_000)].astype(np.float64)
+    noise = rng.standard_normal(array.shape, dtype=np.float32) * float(sample.std()) + float(sample.mean())
+    return noise.astype(array.dtype)
+
+
+def _write_array(path: pathlib.Path, array: np.ndarray) -> None:
+    np.save(path, np.ascontiguousarray(array), allow_pickle=False)
+    os.chmod(path, 0o644)
+
+
+def _prepare_arrays(directory: pathlib.Path, dataset, warmup: bool) -> None:
+    """Write everything a sandbox may see, once per grade; runs hard-link files into their own
+    data directory at the moment each is allowed to appear. Test labels are never written."""
+    directory.mkdir(mode=0o755)
+    _write_array(directory / "x_train.npy", dataset.x_train)
+    _write_array(directory / "y_train.npy", dataset.y_train)
+    _write_array(directory / "x_test.npy", dataset.x_test)
+    if warmup:
+        rng = np.random.default_rng(secrets.randbits(64))
+        _write_array(directory / "warmup_x_train.npy", _noise_like(dataset.x_train, rng))
+        labels = rng.integers(0, dataset.num_classes, size=dataset.y_train.shape)
+        _write_array(directory / "warmup_y_train.npy", labels.astype(dataset.y_train.dtype))
+        _write_array(directory / "warmup_x_test.npy", _noise_like(dataset.x_test, rng))
+
+
+def _reveal(arrays: pathlib.Path, job: JobPaths, *names: str) -> None:
+    for name in names:
+        os.link(arrays / f"{name}.npy", job.data / f"{name}.npy")
+
+
+# ---- predictions -----------------------------------------------------------------------------
+
+def read_predictions(path: pathlib.Path, n: int, num_classes: int) -> np.ndarray:
+    """Load predictions.npy written by the sandbox without trusting it: no symlinks, no pickles,
+    a size cap, then the shape/dtype/value checks. Returns predicted class indices."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise RunFailed(results.BAD_OUTPUT, f"no predictions were written ({e.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        size_cap = n * max(num_classes, 1) * 8 + 4096  # (N, C) float64 plus the .npy header
+        if not stat.S_ISREG(info.st_mode):
+            raise RunFailed(results.BAD_OUTPUT, "the predictions are not a regular file")
+        if info.st_size > size_cap:
+            raise RunFailed(results.BAD_OUTPUT,
+                            f"the predictions file is {info.st_size} bytes, larger than any valid "
+                            f"({n}, {num_classes}) array")
+        data = f.read(size_cap + 1)
+    try:
+        predictions = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise RunFailed(results.BAD_OUTPUT, f"the predictions are not a valid array ({e})") from None
+    return validate_predictions(predictions, n, num_classes)
+
+
+def validate_predictions(predictions: np.ndarray, n: int, num_classes: int) -> np.ndarray:
+    shape_hint = f"expected class indices of shape ({n},) or scores of shape ({n}, {num_classes})"
+    kind = predictions.dtype.kind
+    if predictions.ndim == 1:
+        if predictions.shape[0] != n:
+            raise RunFailed(results.BAD_OUTPUT, f"predict returned shape {tuple(predictions.shape)}; {shape_hint}")
+        if kind not in "iu":
+            raise RunFailed(results.BAD_OUTPUT,
+                            f"1-D predictions must be integer class indices, not {predictions.dtype}; "
+                            "return scores.argmax(1) or the (N, num_classes) scores themselves")
+        if predictions.min(initial=0) < 0 or predictions.max(initial=0) >= num_classes:
+            raise RunFailed(results.BAD_OUTPUT, f"class indices must lie in [0, {num_classes})")
+        return predictions.astype(np.int64)
+    if predictions.ndim == 2:
+        if predictions.shape != (n, num_classes):
+            raise RunFailed(results.BAD_OUTPUT, f"predict returned shape {tuple(predictions.shape)}; {shape_hint}")
+        if kind not in "iuf":
+            raise RunFailed(results.BAD_OUTPUT, f"scores must be numbers, not {predictions.dtype}")
+        if kind == "f" and not np.isfinite(predictions).all():
+            raise RunFailed(results.BAD_OUTPUT,
+                            "the scores contain NaN or infinity; check for a diverging loss "
+                            "(lower the learning rate) or a division by zero")
+        return predictions.argmax(axis=1)
+    raise RunFailed(results.BAD_OUTPUT, f"predict returned shape {tuple(predictions.shape)}; {shape_hint}")
+
+
+# ---- one run -----------------------------------------------------------------------------------
+
+class _Conversation:
+    """Waits for the runner's events with deadlines; turns anything unexpected into RunFailed."""
+
+    def __init__(self, sandbox: Sandbox, run_index: int, progress, curve: list):
+        self.sandbox = sandbox
+        self.run_index = run_index
+        self.progress = progress
+        self.curve = curve
+        self.hello = {}
+
+    def expect(self, wanted: str, *, budget: float, what: str, nonce: str | None = None,
+               started: float | None = None) -> dict:
+        deadline = (started if started is not None else time.perf_counter()) + budget
+        while True:
+            event = self.sandbox.next_event(deadline - time.perf_counter())
+            kind = event["event"]
+            if kind == "report":
+                self.curve.append(event.get("values", {}))
+                self.progress("report", run=self.run_index, values=event.get("values", {}))
+                continue
+            if kind == wanted and (nonce is None or event.get("nonce") == nonce):
+                return event
+            raise self._failure(event, what=what, budget=budget)
+
+    def _failure(self, event: dict, *, what: str, budget: float) -> RunFailed:
+        kind = event["event"]
+        if kind == "_timeout":
+            self.sandbox.kill()
+            return RunFailed(results.TIMEOUT, f"{what} took longer than its {budget:g} s budget and was stopped")
+        if kind == "_exit":
+            return RunFailed(results.CRASHED, f"the process died during {what}", exited=True)
+        if kind == "invalid":
+            return RunFailed(results.INVALID_NOTEBOOK, event.get("message", "invalid exported code"))
+        if kind == "oom":
+            return RunFailed(results.OOM, f"out of memory during {event.get('phase', what)}: {event.get('message', '')}")
+        if kind == "bad_output":
+            return RunFailed(results.BAD_OUTPUT, event.get("message", "invalid predictions"))
+        if kind == "error":
+            phase, message = event.get("phase", what), event.get("message", "")
+            if event.get("type") == "InfraError":
+                return RunFailed(results.INFRA_ERROR, message)
+            where = "while the exported cells were loading" if phase == "load" else f"in {phase}()"
+            if phase == "warmup":
+                where = "in the warm-up train()/predict() on random data"
+            return RunFailed(results.CRASHED, f"{message} {where}; see log_tail for the traceback")
+        if kind == "_protocol":
+            return RunFailed(results.CRASHED, f"{event.get('message')} during {what}: learner code must not "
+                                              "write to the grader's pipes")
+        return RunFailed(results.CRASHED, f"an unexpected {kind!r} message during {what}: learner code must "
+                                          "not write to the grader's pipes")
+
+
+def _classify_exit(failure: RunFailed, outcome, memory_limit_mb: int) -> RunFailed:
+    """Explain a dead or killed sandbox from what the grader saw from outside."""
+    if outcome.memory_exceeded:
+        return RunFailed(results.OOM, f"used more than the {memory_limit_mb} MiB memory limit and was stopped; "
+                                      "use smaller batches, a smaller model, or free tensors you keep")
+    if outcome.output_exceeded:
+        return RunFailed(results.CRASHED, f"printed more than {sandbox_module.MAX_OUTPUT_BYTES >> 20} MiB "
+                                          "and was stopped; print less (e.g. once per epoch)")
+    if not failure.exited:
+        return failure
+    sig = outcome.signal
+    if sig == signal.SIGKILL and not outcome.killed_by_grader:
+        return RunFailed(results.OOM, "killed by the system (SIGKILL), most likely out of memory")
+    if sig == signal.SIGXFSZ:
+        return RunFailed(results.CRASHED, f"wrote a file over the {sandbox_module.MAX_FILE_BYTES >> 20} MiB size limit")
+    if sig is not None:
+        return RunFailed(results.CRASHED, f"{failure.message} ({signal.Signals(sig).name}); see log_tail")
+    return RunFailed(results.CRASHED, f"{failure.message} (exit code {outcome.returncode}; did the code call "
+                                      "exit()?); see log_tail")
+
+
+def _load_cap(*arrays) -> float:
+    return DATA_LOAD_BASE_SECONDS + sum(a.nbytes for a in arrays) / DATA_LOAD_BYTES_PER_SECOND
+
+
+def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, spec, dataset,
+             arrays: pathlib.Path, workspace: pathlib.Path, device: str, unsafe_no_sandbox: bool,
+             progress) -> tuple[results.RunRecord | None, RunFailed | None, str, dict]:
+    job = JobPaths(workspace / f"run{run_index}")
+    job.create(code)
+    curve = []
+    sandbox = Sandbox(job, device=device, memory_limit_mb=spec.memory_limit_mb,
+                      unsafe_no_sandbox=unsafe_no_sandbox)
+    talk = _Conversation(sandbox, run_index, progress, curve)
+    failure = None
+    train_seconds = predict_seconds = None
+    hello = {}
+    sandbox.start()
+    try:
+        hello = talk.expect("hello", budget=STARTUP_TIMEOUT_SECONDS, what="sandbox start-up")
+        sandbox.send(cmd="load")
+        talk.expect("loaded", budget=STARTUP_TIMEOUT_SECONDS, what="loading the exported cells")
+        if warmup_seed is not None:
+            progress("phase", run=run_index, text="warm-up (untimed)")
+            _reveal(arrays, job, "warmup_x_train", "warmup_y_train", "warmup_x_test")
+            sandbox.send(cmd="warmup", seed=warmup_seed)
+            talk.expect("warm", budget=spec.warmup_cap_seconds, what="the warm-up")
+        _reveal(arrays, job, "x_train", "y_train")
+        sandbox.send(cmd="train", seed=seed)
+        talk.expect("ready", budget=_load_cap(dataset.x_train, dataset.y_train),
+                    what="loading the training data (before the clock; learner code must not run here)")
+        progress("phase", run=run_index, text="train()")
+        nonce = secrets.token_hex(16)
+        started = time.perf_counter()
+        sandbox.send(cmd="go", nonce=nonce)
+        done = talk.expect("done", budget=spec.train_budget_seconds, what="train()", nonce=nonce, started=started)
+        train_seconds = done["_at"] - started
+
+        _reveal(arrays, job, "x_test")
+        sandbox.send(cmd="predict")
+        talk.expect("ready", budget=_load_cap(dataset.x_test),
+                    what="loading the test inputs (before the clock; learner code must not run here)")
+        progress("phase", run=run_index, text="predict()")
+        nonce = secrets.token_hex(16)
+        started = time.perf_counter()
+        sandbox.send(cmd="go", nonce=nonce)
+        done = talk.expect("done", budget=spec.predict_budget_seconds, what="predict()", nonce=nonce, started=started)
+        predict_seconds = done["_at"] - started
+        sandbox.send(cmd="exit")
+    except RunFailed as e:
+        failure = e
+        sandbox.kill()
+    finally:
+        outcome = sandbox.finish()
+    if failure is not None:
+        return None, _classify_exit(failure, outcome, spec.memory_limit_mb), outcome.log_tail, hello
+    if outcome.memory_exceeded or outcome.output_exceeded:
+        return None, _classify_exit(RunFailed(results.CRASHED, "the process died", exited=True), outcome,
+                                    spec.memory_limit_mb), outcome.log_tail, hello
+    try:
+        classes = read_predictions(job.out_file, len(dataset.y_test), dataset.num_classes)
+    except RunFailed as e:
+        return None, e, outcome.log_tail, hello
+    accuracy = float((classes == dataset.y_test).mean())
+    record = results.RunRecord(seed=seed, accuracy=accuracy, train_seconds=train_seconds,
+                               predict_seconds=predict_seconds, curve=curve)
+    return record, None, outcome.log_tail, hello
+
+
+def measure(code: str, spec, dataset, *, device: str, seeds: list[int], unsafe_no_sandbox: bool = False,
+            progress=_noop_progress) -> Measurement:
+    """Run `code` once per seed, each in a fresh sandbox; stop at the first failed run."""
+    workspace = pathlib.Path(tempfile.mkdtemp(prefix="studybot-grade-"))
+    os.chmod(workspace, 0o711)
+    records, failure, log_tail, hello = [], None, "", {}
+    try:
+        arrays = workspace / "arrays"
+        _prepare_arrays(arrays, dataset, warmup=spec.warmup)
+        for index, seed in enumerate(seeds):
+            progress("run", run=index, total=len(seeds), seed=seed)
+            warmup_seed = secrets.randbits(SEED_BITS) if spec.warmup else None
+            record, failure, log_tail, run_hello = _one_run(
+                run_index=index, seed=seed, warmup_seed=warmup_seed, code=code, spec=spec, dataset=dataset,
+                arrays=arrays, workspace=workspace, device=device, unsafe_no_sandbox=unsafe_no_sandbox,
+                progress=progress)
+            hello = hello or run_hello
+            if failure is not None:
+                progress("failed", run=index, status=failure.status, message=failure.message)
+                break
+            records.append(record)
+            progress("run_done", run=index, accuracy=record.accuracy, train_seconds=record.train_seconds,
+                     predict_seconds=record.predict_seconds)
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+    info = {k: hello[k] for k in ("torch", "cuda", "device_name") if k in hello}
+    return Measurement(runs=records, failure=failure, log_tail=log_tail, sandbox_info=info)
+
+
+# ---- judging -----------------------------------------------------------------------------------
+
+def choose_seeds(count: int) -> list[int]:
+    return [secrets.randbits(SEED_BITS) for _ in range(count)]
+
+
+def judge(spec, result: results.Result) -> None:
+    """Set status and message for a result whose runs all completed."""
+    accuracy, seconds = result.accuracy, result.train_seconds
+    reference = result.reference
+    if accuracy < spec.target:
+        result.status = results.BELOW_TARGET
+        result.message = (f"mean accuracy {accuracy:.2%} is below the target {spec.target:.2%}: "
+                          "train longer, tune the learning rate, or use a better model")
+        return
+    if reference:
+        limit = spec.too_slow_factor * reference["train_seconds"] + TOO_SLOW_GRACE_SECONDS
+        if seconds > limit:
+            result.status = results.TOO_SLOW
+            result.message = (f"accurate enough ({accuracy:.2%}), but the median train() took {seconds:.2f} s, over "
+                              f"the {limit:.2f} s allowed ({spec.too_slow_factor:g}x the reference's "
+                              f"{reference['train_seconds']:.2f} s + {TOO_SLOW_GRACE_SECONDS:g} s): train for "
+                              "fewer epochs, or keep the data on the device")
+            return
+    result.status = results.PASSED
+    speed = f", {result.speed_ratio:.2f}x the reference's speed" if result.speed_ratio else ""
+    result.message = (f"passed: {accuracy:.2%} mean accuracy (target {spec.target:.2%}), median train() "
+                      f"{seconds:.2f} s{speed}")
+
+
+def grade(notebook, spec, *, data_dir: pathlib.Path, load_dataset=None, runs: int | None = None,
+          reference="auto", unsafe_no_sandbox: bool = False, progress=_noop_progress,
+          plot_path: pathlib.Path | None = None) -> results.Result:
+    """Grade one notebook against `spec`. Never raises for anything the learner did.
+
+    reference: "auto" (cached, or measured now when missing), a dict {accuracy, train_seconds, ...},
+    or None (no comparison; used when measuring the reference itself).
+    """
+    started = time.perf_counter()
+    result = results.Result(exercise=spec.id, status=results.INFRA_ERROR, message="", target=spec.target)
+    run_count = runs or spec.runs
+    reference_seconds = 0.0
+    try:
+        try:
+            code = extract_exports(notebook)
+        except InvalidNotebook as e:
+            result.status, result.message = results.INVALID_NOTEBOOK, str(e)
+            return result
+        result.code_sha256 = hashlib.sha256(code.encode()).hexdigest()
+        if unsafe_no_sandbox:
+            result.notes.append("UNSAFE: ran without the sandbox (--unsafe-no-sandbox-dev-only)")
+        else:
+            check_available()
+        dataset = _load_dataset(load_dataset, spec, data_dir)
+        hardware, notes = detect_hardware(spec.device)
+        result.hardware, result.notes = hardware, result.notes + notes
+
+        if reference == "auto":
+            from grader import reference_cache
+            reference_started = time.perf_counter()
+            reference = reference_cache.load_or_measure(
+                spec, data_dir=data_dir, hardware=hardware, load_dataset=load_dataset,
+                unsafe_no_sandbox=unsafe_no_sandbox, progress=progress, notes=result.notes)
+            reference_seconds = time.perf_counter() - reference_started
+        result.reference = reference
+
+        seeds = choose_seeds(run_count)
+        result.config = {
+            "spec": spec.as_config(), "runs": run_count, "seeds": seeds, "warmup": spec.warmup,
+            "sandbox": "none (UNSAFE development mode)" if unsafe_no_sandbox else "bubblewrap",
+            "limits": {"memory_mb": spec.memory_limit_mb, "scratch_bytes": sandbox_module.SCRATCH_BYTES,
+                       "file_bytes": sandbox_module.MAX_FILE_BYTES, "processes": sandbox_module.MAX_PROCESSES,
+                       "output_bytes": sandbox_module.MAX_OUTPUT_BYTES},
+        }
+        progress("phase", text=f"grading {spec.id}: {run_count} runs on {hardware['device_name']}")
+        measurement = measure(code, spec, dataset, device=hardware["device"], seeds=seeds,
+                              unsafe_no_sandbox=unsafe_no_sandbox, progress=progress)
+        result.runs = measurement.runs
+        result.log_tail = measurement.log_tail
+        if hardware["device"] == "cuda":
+            result.hardware["cuda"] = measurement.sandbox_info.get("cuda")
+        if measurement.failure is not None:
+            failure = measurement.failure
+            run_number = len(measurement.runs) + 1
+            result.status = failure.status
+            result.message = failure.message if failure.status in (results.INVALID_NOTEBOOK, results.INFRA_ERROR) \
+                else f"run {run_number} of {run_count}: {failure.message}"
+        else:
+            judge(spec, result)
+    except GraderError as e:
+        result.status, result.message = results.INFRA_ERROR, str(e)
+    finally:
+        # total_seconds excludes any reference measured on the way (it has its own note)
+        result.total_seconds = time.perf_counter() - started - reference_seconds
+    if result.runs and plot_path is not None:
+        from grader import plot
+        try:
+            result.plot = str(plot.render(result, plot_path))
+        except Exception as e:  # a broken plot must never lose a result
+            result.notes.append(f"the plot could not be drawn: {e}")
+    return result
+
+
+def _load_dataset(load_dataset, spec, data_dir):
+    if load_dataset is None:
+        try:
+            from grader.datasets import load as load_dataset
+        except ImportError as e:
+            raise InfraError(f"grader.datasets is not available ({e})") from None
+    try:
+        return load_dataset(spec.dataset, pathlib.Path(data_dir))
+    except DatasetMissing:
+        raise
+    except GraderError:
+        raise
+    except Exception as e:
+        raise InfraError(f"dataset {spec.dataset!r} could not be loaded: {type(e).__name__}: {e}") from None

@@ -1,0 +1,149 @@
+"""The result of grading one notebook: statuses, per-run records, and the JSON shape.
+
+The JSON (Result.to_json) is the grader's only interface to the bot. Fields:
+
+    exercise, status, message        status is one of STATUSES; message is a one-line hint at the fix
+    accuracy, accuracy_std           mean and sample std of test accuracy over the completed runs
+    runs                             [{seed, accuracy, train_seconds, predict_seconds}]
+    train_seconds, predict_seconds   medians over the completed runs (grader-measured wall clock)
+    total_seconds                    wall clock of grading this submission (not of a reference
+                                     measured on the way; see notes)
+    reference                        {accuracy, train_seconds, predict_seconds, measured_at} or null
+    speed_ratio                      reference median train time / submission median train time
+    target                           the accuracy needed (from the spec)
+    hardware                         {device, device_name, torch, cuda, hostname, cpu_count}
+    log_tail                         the last lines of the learner's stdout+stderr
+    code_sha256                      sha256 of the exported code that ran
+    config                           spec (incl. version), runs, seeds, warm-up, sandbox limits
+    learning_curves                  per run, the report(...) values (downsampled), or []
+    notes                            anything the reader should know (CPU fallback, reference measured now)
+    plot                             path of the PNG, or null
+    graded_at                        UTC timestamp, ISO 8601
+"""
+
+import dataclasses
+import datetime
+import json
+import math
+import statistics
+
+PASSED = "passed"
+BELOW_TARGET = "below_target"
+TOO_SLOW = "too_slow"
+TIMEOUT = "timeout"
+OOM = "oom"
+CRASHED = "crashed"
+BAD_OUTPUT = "bad_output"
+INVALID_NOTEBOOK = "invalid_notebook"
+INFRA_ERROR = "infra_error"
+STATUSES = (PASSED, BELOW_TARGET, TOO_SLOW, TIMEOUT, OOM, CRASHED, BAD_OUTPUT, INVALID_NOTEBOOK, INFRA_ERROR)
+# Statuses where the learner's code ran to the end of every run and was scored.
+JUDGED = (PASSED, BELOW_TARGET, TOO_SLOW)
+
+MAX_CURVE_POINTS = 200  # report() points kept per run in the JSON (evenly downsampled)
+
+
+@dataclasses.dataclass
+class RunRecord:
+    seed: int
+    accuracy: float
+    train_seconds: float
+    predict_seconds: float
+    curve: list = dataclasses.field(default_factory=list)  # report() values, in call order
+
+    def as_json(self) -> dict:
+        return {"seed": self.seed, "accuracy": self.accuracy,
+                "train_seconds": self.train_seconds, "predict_seconds": self.predict_seconds}
+
+
+def downsample(points: list, limit: int = MAX_CURVE_POINTS) -> list:
+    """At most `limit` evenly spaced points, always keeping the last one."""
+    if len(points) <= limit:
+        return list(points)
+    step = (len(points) - 1) / (limit - 1)
+    return [points[round(i * step)] for i in range(limit)]
+
+
+@dataclasses.dataclass
+class Result:
+    exercise: str
+    status: str
+    message: str
+    target: float | None = None
+    runs: list = dataclasses.field(default_factory=list)  # RunRecord
+    total_seconds: float = 0.0
+    reference: dict | None = None
+    hardware: dict = dataclasses.field(default_factory=dict)
+    log_tail: str = ""
+    code_sha256: str | None = None
+    config: dict = dataclasses.field(default_factory=dict)
+    notes: list = dataclasses.field(default_factory=list)
+    plot: str | None = None
+    graded_at: str = dataclasses.field(
+        default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown status {self.status!r}")
+
+    @property
+    def accuracy(self) -> float | None:
+        return statistics.fmean(r.accuracy for r in self.runs) if self.runs else None
+
+    @property
+    def accuracy_std(self) -> float | None:
+        if not self.runs:
+            return None
+        return statistics.stdev(r.accuracy for r in self.runs) if len(self.runs) > 1 else 0.0
+
+    @property
+    def train_seconds(self) -> float | None:
+        return statistics.median(r.train_seconds for r in self.runs) if self.runs else None
+
+    @property
+    def predict_seconds(self) -> float | None:
+        return statistics.median(r.predict_seconds for r in self.runs) if self.runs else None
+
+    @property
+    def speed_ratio(self) -> float | None:
+        if not self.reference or not self.train_seconds:
+            return None
+        return self.reference["train_seconds"] / self.train_seconds
+
+    def as_dict(self) -> dict:
+        return _finite({
+            "exercise": self.exercise,
+            "status": self.status,
+            "message": self.message,
+            "accuracy": self.accuracy,
+            "accuracy_std": self.accuracy_std,
+            "target": self.target,
+            "runs": [r.as_json() for r in self.runs],
+            "train_seconds": self.train_seconds,
+            "predict_seconds": self.predict_seconds,
+            "total_seconds": self.total_seconds,
+            "reference": self.reference,
+            "speed_ratio": self.speed_ratio,
+            "hardware": self.hardware,
+            "log_tail": self.log_tail,
+            "code_sha256": self.code_sha256,
+            "config": self.config,
+            "learning_curves": [downsample(r.curve) for r in self.runs],
+            "notes": self.notes,
+            "plot": self.plot,
+            "graded_at": self.graded_at,
+        })
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.as_dict(), indent=indent, allow_nan=False)
+
+
+def _finite(value):
+    """JSON has no NaN or infinity: replace them with null, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,266 @@
+"""The in-sandbox side of a run. Started by grader/sandbox.py as `python -I -B runner.py ...`.
+
+It is deliberately dumb: it never measures time and never sees a label. The trusted grader
+process drives it over two pipes with JSON lines and holds the clock:
+
+    grader -> runner (--cmd-fd)          runner -> grader (--event-fd)
+    ---------------------------          -----------------------------
+                                         hello {torch, device_name}      after torch + CUDA init
+    load                                 loaded | invalid {message}      exported code exec'd, contract checked
+    warmup {seed}                        warm                            untimed train+predict on noise
+    train {seed}                         ready                           x_train, y_train on the device
+    go {nonce}          <- clock starts  done {nonce}   <- clock stops   train() + device synchronize
+    predict                              ready                           x_test on the device
+    go {nonce}          <- clock starts  done {nonce}   <- clock stops   predict() + synchronize + write .npy
+    exit                                 (process exits)
+    any time:                            report {values}                 the learner's report(...) calls
+    on failure:                          error {phase, type, message} | oom {phase, message} | bad_output {message}
+
+The device synchronize used to stop the clock is captured before any learner code is imported,
+so monkeypatching torch.cuda.synchronize (or time, or torch.cuda.Event) changes nothing: the
+grader measures wall clock between sending `go` and reading `done` in its own process.
+"""
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import random
+import signal
+import sys
+import threading
+import traceback
+
+MAX_REPORTS_PER_RUN = 5000   # report() calls forwarded per train(); later ones are dropped
+MAX_REPORT_KEYS = 16         # numeric values kept per report() call
+
+
+class Channel:
+    """JSON lines over the two inherited pipe fds. Thread-safe sends (report() may be called
+    from the learner's threads)."""
+
+    def __init__(self, cmd_fd: int, event_fd: int):
+        self._commands = os.fdopen(cmd_fd, "r", encoding="utf-8", buffering=1)
+        self._events = os.fdopen(event_fd, "w", encoding="utf-8", buffering=1)
+        self._lock = threading.Lock()
+
+    def send(self, event: str, **fields) -> None:
+        line = json.dumps({"event": event, **fields}, allow_nan=False)
+        with self._lock:
+            self._events.write(line + "\n")
+            self._events.flush()
+
+    def receive(self) -> dict:
+        line = self._commands.readline()
+        if not line:
+            raise SystemExit(0)  # the grader went away: nothing left to do
+        return json.loads(line)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _print_learner_traceback(error: BaseException) -> None:
+    """Print the traceback without the runner's own frame, so the log tail shows learner code."""
+    tb = error.__traceback__.tb_next if error.__traceback__ else None
+    traceback.print_exception(type(error), error, tb, file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _report_failure(channel: Channel, phase: str, error: BaseException) -> None:
+    _print_learner_traceback(error)
+    message = f"{type(error).__name__}: {error}".strip()[:500]
+    if _is_out_of_memory(error):
+        channel.send("oom", phase=phase, message=message)
+    else:
+        channel.send("error", phase=phase, type=type(error).__name__, message=message)
+
+
+def _clean_report(values: dict) -> dict:
+    """Keep finite numbers only (tensors via float()), so the channel carries plain JSON."""
+    clean = {}
+    for key, value in list(values.items())[:MAX_REPORT_KEYS]:
+        try:
+            number = float(value)
+        except (TypeError, ValueError, RuntimeError):
+            continue
+        if math.isfinite(number):
+            clean[str(key)[:40]] = number
+    return clean
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cmd-fd", type=int, required=True)
+    parser.add_argument("--event-fd", type=int, required=True)
+    parser.add_argument("--code", type=pathlib.Path, required=True)
+    parser.add_argument("--data", type=pathlib.Path, required=True)
+    parser.add_argument("--out", type=pathlib.Path, required=True)
+    parser.add_argument("--device", choices=("cpu", "cuda"), required=True)
+    args = parser.parse_args(argv)
+
+    # A write over RLIMIT_FSIZE then fails with EFBIG instead of killing the process silently.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    channel = Channel(args.cmd_fd, args.event_fd)
+
+    import numpy as np
+    import torch
+
+    # Everything the runner calls while data is loaded, captured before learner code exists:
+    # patching numpy or torch from the exported cells cannot slow or fake the loading step.
+    load_npy, from_numpy, tensor_to = np.load, torch.from_numpy, torch.Tensor.to
+    device = args.device
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            channel.send("error", phase="setup", type="InfraError",
+                         message="CUDA was requested but is not usable inside the sandbox")
+            return
+        torch.cuda.init()
+        device_name = torch.cuda.get_device_name(0)
+        # Captured now, before learner code exists: the learner cannot swap the clock's stop.
+        cuda_synchronize = getattr(torch._C, "_cuda_synchronize", None) or torch.cuda.synchronize
+
+        def synchronize():
+            cuda_synchronize()
+    else:
+        device_name = "cpu"
+
+        def synchronize():
+            pass
+
+    channel.send("hello", torch=torch.__version__, device=device, device_name=device_name,
+                 cuda=getattr(torch.version, "cuda", None))
+
+    from grader.errors import InvalidNotebook
+    from grader.notebook import check_contract, exec_exports
+
+    def load_arrays(*names):
+        arrays = [load_npy(args.data / f"{name}.npy", allow_pickle=False) for name in names]
+        tensors = [tensor_to(from_numpy(array), device) for array in arrays]
+        synchronize()
+        return tensors
+
+    def seed_everything(seed: int):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def write_predictions(output) -> str | None:
+        """Validate the type here (the tensor never leaves the sandbox); return a problem or None."""
+        if not isinstance(output, torch.Tensor):
+            return (f"predict returned a {type(output).__name__}, not a torch.Tensor: return class "
+                    "indices of shape (N,) or scores of shape (N, num_classes)")
+        tensor = output.detach()
+        if tensor.is_complex() or tensor.dtype == torch.bool:
+            return f"predict returned a {tensor.dtype} tensor; return integer indices or float scores"
+        if tensor.dtype in (torch.float16, torch.bfloat16):
+            tensor = tensor.float()
+        try:
+            array = tensor.cpu().numpy()
+            with open(args.out, "r+b") as f:
+                f.truncate(0)
+                np.save(f, array, allow_pickle=False)
+        except OSError as e:
+            return f"the predictions could not be written ({e.strerror or e}); are they far too large?"
+        except (TypeError, RuntimeError, ValueError) as e:
+            return f"the predictions could not be converted to an array ({e})"
+        return None
+
+    train = predict = None
+    model = None
+    reports_sent = 0
+
+    def report(**values):
+        nonlocal reports_sent
+        if reports_sent >= MAX_REPORTS_PER_RUN:
+            return
+        reports_sent += 1
+        clean = _clean_report(values)
+        if clean:
+            channel.send("report", values=clean)
+
+    def ignore_report(**values):
+        pass
+
+    while True:
+        command = channel.receive()
+        kind = command.get("cmd")
+
+        if kind == "load":
+            try:
+                code = args.code.read_text(encoding="utf-8")
+                module = exec_exports(code, module_name="solution")
+                train, predict = check_contract(vars(module))
+            except InvalidNotebook as e:
+                channel.send("invalid", message=str(e))
+                return
+            except BaseException as e:
+                _report_failure(channel, "load", e)
+                return
+            channel.send("loaded")
+
+        elif kind == "warmup":
+            try:
+                x, y, x_test = load_arrays("warmup_x_train", "warmup_y_train", "warmup_x_test")
+                seed_everything(command["seed"])
+                warm_model = train(x, y, seed=command["seed"], device=device, report=ignore_report)
+                predict(warm_model, x_test)
+                synchronize()
+                del warm_model, x, y, x_test
+            except BaseException as e:
+                _report_failure(channel, "warmup", e)
+                return
+            channel.send("warm")
+
+        elif kind == "train":
+            x, y = load_arrays("x_train", "y_train")
+            seed_everything(command["seed"])
+            channel.send("ready")
+            go = channel.receive()
+            nonce = go["nonce"]
+            try:
+                model = train(x, y, seed=command["seed"], device=device, report=report)
+                synchronize()
+            except BaseException as e:
+                _report_failure(channel, "train", e)
+                return
+            channel.send("done", nonce=nonce)
+            del x, y
+
+        elif kind == "predict":
+            (x_test,) = load_arrays("x_test")
+            channel.send("ready")
+            go = channel.receive()
+            nonce = go["nonce"]
+            try:
+                output = predict(model, x_test)
+                synchronize()
+            except BaseException as e:
+                _report_failure(channel, "predict", e)
+                return
+            problem = write_predictions(output)
+            if problem:
+                channel.send("bad_output", message=problem)
+                return
+            channel.send("done", nonce=nonce)
+
+        elif kind == "exit":
+            return
+
+
+if __name__ == "__main__":
+    # Run as a file inside the sandbox, where the grader package is bound read-only next to us.
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+    try:
+        main()
+    finally:
+        # Skip interpreter teardown (over a second with torch loaded) and any threads the
+        # learner left running: the grader has everything it needs.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
