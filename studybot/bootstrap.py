@@ -9,6 +9,7 @@ from studybot.commands import CommandHandler
 from studybot.config import Settings
 from studybot.db.engine import Database
 from studybot.ports import Chat
+from studybot.replies import Replies
 from studybot.services.cohorts import Cohorts
 from studybot.services.deliveries import Deliveries
 
@@ -21,11 +22,13 @@ class Services:
     cohorts: Cohorts
     deliveries: Deliveries
     commands: CommandHandler
+    replies: Replies
 
 
 def build_services(settings: Settings, db: Database, chat: Chat, clock: Clock) -> Services:
     cohorts = Cohorts(db, chat, clock, curricula_dir=settings.curricula_dir, reminder_lead=settings.reminder_lead)
     deliveries = Deliveries(db, chat, clock, cohorts, late_grace=settings.late_grace,
                             curricula_dir=settings.curricula_dir)
+    commands = CommandHandler(cohorts)
     return Services(db=db, chat=chat, clock=clock, cohorts=cohorts, deliveries=deliveries,
-                    commands=CommandHandler(cohorts))
+                    commands=commands, replies=Replies(db, commands))

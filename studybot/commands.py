@@ -72,9 +72,19 @@ def user_id_from(raw: str) -> str:
     return raw.strip().lstrip("@")
 
 
+# Commands answered from the database alone, fast enough to answer inside Slack's ack. The others may
+# call the Slack Web API (admin checks, channel lookups) and answer afterwards, through response_url.
+READ_ONLY_VERBS = frozenset({"lesson", "schedule", "status", "join", "leave"})
+
+
 class CommandHandler:
     def __init__(self, cohorts: Cohorts) -> None:
         self.cohorts = cohorts
+
+    @staticmethod
+    def answers_from_database(text: str) -> bool:
+        words = (text or "").split(maxsplit=1)
+        return bool(words) and words[0].lower() in READ_ONLY_VERBS
 
     def handle(self, text: str, user_id: str) -> Reply:
         try:

@@ -20,11 +20,28 @@ def cohorts(app) -> int:
 
 
 def study(app, text, user="UADMIN", name="r1"):
+    """Run /study; the answer comes in the ack (read-only commands) or through the response_url."""
     response = slack.slash_command(app.url, SIGNING_SECRET, text=text, user_id=user,
                                    response_url=app.fake.response_url(name))
     assert response.status_code == 200
+    if response.content:
+        return response.json()
     [answer] = app.fake.wait_for("response_url", where=lambda c: c.args["_name"] == name)
     return answer.args
+
+
+def test_lesson_is_answered_inside_the_ack_and_follows_new_posts(slack_app):
+    study(slack_app, CREATE)
+    assert "You are not in any cohort" in study(slack_app, "lesson", user="U1")["text"]
+    study(slack_app, "join fastai", user="U1")
+    before = study(slack_app, "lesson", user="U1")
+    assert before["response_type"] == "ephemeral" and "coming" in before["text"] and "Lesson 1" in before["text"]
+    assert study(slack_app, "lesson", user="U1") == before  # cached: nothing changed
+    slack_app.clock.set(datetime(2027, 1, 12, 17, 0, 5, tzinfo=timezone.utc))
+    slack_app.services.deliveries.tick()  # lessons 1 and 2 post: the cached answer must not survive
+    after = study(slack_app, "lesson", user="U1")
+    assert "this week: Lesson 2: Deployment" in after["text"]
+    assert len(slack_app.fake.calls_to("response_url")) == 1  # only `cohort create` answered that way
 
 
 def test_help_is_acked_then_answered_ephemerally(slack_app):

@@ -36,6 +36,31 @@ def make_engine(database_url: str) -> Engine:
     return create_engine(database_url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+BUMP_STATE_VERSION = text("UPDATE state_version SET counter = counter + 1 WHERE id = 1")
+READ_STATE_VERSION = text("SELECT counter FROM state_version WHERE id = 1")
+
+
+def _track_writes(sessions: sessionmaker) -> None:
+    """Every session that writes bumps state_version in the same transaction, so a cached answer
+    can never outlive the data it was built from. Covers ORM flushes and bulk UPDATE/DELETE/INSERT."""
+
+    @event.listens_for(sessions, "after_flush")
+    def _flushed(session, _context):
+        if session.new or session.dirty or session.deleted:
+            session.info["wrote"] = True
+
+    @event.listens_for(sessions, "do_orm_execute")
+    def _executed(state):
+        if state.is_update or state.is_delete or state.is_insert:
+            state.session.info["wrote"] = True
+
+    @event.listens_for(sessions, "before_commit")
+    def _bump(session):
+        session.flush()  # commit flushes after this hook; flush first so pending changes count
+        if session.info.pop("wrote", False):
+            session.connection().execute(BUMP_STATE_VERSION)
+
+
 class Database:
     """The one handle services get: ``with db.session() as s:`` commits on success, rolls back on error."""
 
@@ -43,6 +68,12 @@ class Database:
         self.url = database_url
         self.engine = make_engine(database_url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        _track_writes(self._sessions)
+
+    def state_version(self) -> int:
+        """The write counter: equal values mean nothing was written in between."""
+        with self.engine.connect() as connection:
+            return connection.execute(READ_STATE_VERSION).scalar_one()
 
     @property
     def is_postgres(self) -> bool:
@@ -56,6 +87,7 @@ class Database:
             session.commit()
         except BaseException:
             session.rollback()
+            session.info.pop("wrote", None)
             raise
         finally:
             session.close()

@@ -159,3 +159,15 @@ class ProcessedEvent(Base):
 
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StateVersion(Base):
+    """One row whose counter goes up with every committed write (see db/engine.py).
+
+    Readers that cache (the hot, read-only slash commands) compare it to decide whether a cached
+    answer is still true: one primary-key read instead of rebuilding the answer, across processes."""
+
+    __tablename__ = "state_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    counter: Mapped[int] = mapped_column(Integer, default=0)

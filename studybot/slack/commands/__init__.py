@@ -16,8 +16,14 @@ log = logging.getLogger(__name__)
 
 def register(app: App, services: Services) -> None:
     def study(ack, command, respond, client):
-        ack()  # within Slack's 3 s, before any database or API work
-        reply = services.commands.handle(command.get("text", ""), command["user_id"])
+        text = command.get("text", "")
+        if services.commands.answers_from_database(text):
+            # A few milliseconds of database work: answer in the ack itself, no second round trip.
+            message = services.replies.answer(text, command["user_id"])
+            ack(text=message.text, blocks=message.blocks, response_type="ephemeral")
+            return
+        ack()  # within Slack's 3 s, before any Slack API call
+        reply = services.commands.handle(text, command["user_id"])
         if reply.modal:
             client.views_open(trigger_id=command["trigger_id"], view=render_view(
                 reply.modal, curricula=list(load_curricula(services.cohorts.curricula_dir).values()),
