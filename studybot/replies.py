@@ -15,6 +15,7 @@ from studybot.messages import render
 from studybot.ports import Message
 
 CACHE_ENTRIES = 10_000  # (user, command) answers kept; oldest dropped first
+PURE_READS = frozenset({"lesson", "schedule", "status"})  # join and leave write: never served from cache
 
 
 class Replies:
@@ -26,6 +27,9 @@ class Replies:
     def answer(self, text: str, user_id: str) -> Message:
         """The rendered reply to a read-only command (``CommandHandler.answers_from_database``)."""
         key = (user_id, " ".join((text or "").split()).lower())
+        if key[1].split(" ", 1)[0] not in PURE_READS:
+            reply = self.commands.handle(text, user_id)
+            return render(reply.template, **reply.context)
         version = self.db.state_version()
         with self._lock:
             cached = self._cache.get(key)

@@ -51,8 +51,14 @@ def _track_writes(sessions: sessionmaker) -> None:
 
     @event.listens_for(sessions, "do_orm_execute")
     def _executed(state):
-        if state.is_update or state.is_delete or state.is_insert:
+        if state.is_insert:
             state.session.info["wrote"] = True
+        elif state.is_update or state.is_delete:
+            # Conditional UPDATEs that match nothing (a lost claim, an idle tick) are not writes.
+            result = state.invoke_statement()
+            if result.rowcount:
+                state.session.info["wrote"] = True
+            return result
 
     @event.listens_for(sessions, "before_commit")
     def _bump(session):
