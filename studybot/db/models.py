@@ -7,6 +7,8 @@ from datetime import date, datetime, timezone
 
 from sqlalchemy import (
     Date,
+    Float,
+    LargeBinary,
     DateTime,
     ForeignKey,
     Integer,
@@ -64,6 +66,9 @@ class Cohort(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")  # active | paused
     created_by: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Weekly leaderboard post, in the cohort's timezone; None = not scheduled.
+    leaderboard_weekday: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    leaderboard_time: Mapped[str | None] = mapped_column(String(5), nullable=True)
 
     organizers: Mapped[list[CohortOrganizer]] = relationship(
         back_populates="cohort", cascade="all, delete-orphan", lazy="selectin"
@@ -92,6 +97,7 @@ class Membership(Base):
     user_id: Mapped[str] = mapped_column(String(40))
     joined_at: Mapped[datetime] = mapped_column(UTCDateTime)
     left_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # a leaver keeps their history
+    leaderboard_mode: Mapped[str] = mapped_column(String(16), default="named")  # named | anonymous | hidden
 
     cohort: Mapped[Cohort] = relationship(back_populates="members")
 
@@ -138,18 +144,81 @@ class ReminderRecipient(Base):
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class Notebook(Base):
+    """An uploaded notebook, stored once by content hash and never changed: workers on other
+    machines read it from here, and a leaderboard entry can always show the exact code."""
+
+    __tablename__ = "notebooks"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Submission(Base):
-    """A learner's notebook for an exercise. Issue 4 grows this into the grading queue; reminders
-    already use it to find who still has work to hand in."""
+    """A learner's notebook for an exercise, and what grading made of it.
+
+    status: queued | running | one of the grader's result statuses (passed, below_target, too_slow,
+    timeout, oom, crashed, bad_output, invalid_notebook, infra_error) | dead (infrastructure kept
+    failing). The learner's DM message (dm_channel, dm_ts) is edited in place as it moves along."""
 
     __tablename__ = "submissions"
-    __table_args__ = (Index("ix_submissions_user_exercise", "user_id", "exercise_id"),)
+    __table_args__ = (
+        Index("ix_submissions_user_exercise", "user_id", "exercise_id"),
+        Index("ix_submissions_exercise_status", "exercise_id", "status"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[str] = mapped_column(String(40))
     exercise_id: Mapped[str] = mapped_column(String(80))
     status: Mapped[str] = mapped_column(String(24), default="queued")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    cohort_id: Mapped[int | None] = mapped_column(ForeignKey("cohorts.id", ondelete="SET NULL"), nullable=True)
+    notebook_sha256: Mapped[str | None] = mapped_column(ForeignKey("notebooks.sha256"), nullable=True)
+    filename: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    source: Mapped[str] = mapped_column(String(16), default="slack")  # slack | shell | regrade
+    lane: Mapped[str] = mapped_column(String(16), default="ranked")  # ranked | check
+    slack_file_id: Mapped[str | None] = mapped_column(String(40), unique=True, nullable=True)  # retried events
+    dm_channel: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    dm_ts: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    notified_state: Mapped[str | None] = mapped_column(String(64), nullable=True)  # last state shown in the DM
+    result_json: Mapped[str | None] = mapped_column(Text, nullable=True)  # the grader's full result
+    accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    train_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    speed_ratio: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    regrade_of: Mapped[int | None] = mapped_column(ForeignKey("submissions.id"), nullable=True)
+    disqualified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # evidence is kept
+    disqualified_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    disqualified_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class GradingJob(Base):
+    """The queue. Claimed with a lease and a fencing token (lease_token): only the holder of the
+    current token can report progress or a result, so a worker that froze past its lease and wakes
+    up late cannot overwrite the work of the one that took over."""
+
+    __tablename__ = "grading_jobs"
+    __table_args__ = (Index("ix_grading_jobs_claim", "status", "lane", "virtual_time", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), unique=True)
+    user_id: Mapped[str] = mapped_column(String(40))
+    lane: Mapped[str] = mapped_column(String(16), default="ranked")
+    virtual_time: Mapped[int] = mapped_column(Integer)  # fair order: a learner's burst interleaves with others
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued | running | done | dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    lease_token: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    run_after: Mapped[datetime] = mapped_column(UTCDateTime)  # infrastructure retries back off
+    progress: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: {"run": k, "runs": n, ...}
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class ProcessedEvent(Base):
