@@ -188,10 +188,22 @@ class Submission(Base):
     train_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     speed_ratio: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    plot_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # the grader's picture of the runs
     regrade_of: Mapped[int | None] = mapped_column(ForeignKey("submissions.id"), nullable=True)
     disqualified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # evidence is kept
     disqualified_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
     disqualified_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class SubmitIntent(Base):
+    """`/study submit EXERCISE` remembered until the learner uploads (one per learner)."""
+
+    __tablename__ = "submit_intents"
+
+    user_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    exercise_id: Mapped[str] = mapped_column(String(80))
+    lane: Mapped[str] = mapped_column(String(16), default="ranked")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class GradingJob(Base):
