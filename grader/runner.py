@@ -10,8 +10,8 @@ process drives it over two pipes with JSON lines and holds the clock:
     warmup {seed}                        warm                            untimed train+predict on noise
     train {seed}                         ready                           x_train, y_train on the device
     go {nonce}          <- clock starts  done {nonce}   <- clock stops   train() + device synchronize
-    predict                              ready                           x_test on the device
-    go {nonce}          <- clock starts  done {nonce}   <- clock stops   predict() + synchronize + write .npy
+    predict {nonce}     <- clock starts  done {nonce}   <- clock stops   x_test to the device, predict(),
+                                                                         synchronize, write predictions.npy
     exit                                 (process exits)
     any time:                            report {values}                 the learner's report(...) calls
     on failure:                          error {phase, type, message} | oom {phase, message} | bad_output {message}
@@ -233,10 +233,8 @@ def main(argv=None) -> None:
             del x, y
 
         elif kind == "predict":
+            nonce = command["nonce"]
             (x_test,) = load_arrays("x_test")
-            channel.send("ready")
-            go = channel.receive()
-            nonce = go["nonce"]
             try:
                 output = predict(model, x_test)
                 synchronize()

@@ -14,7 +14,8 @@ What the learner's code sees (one fresh sandbox per timed run):
 It runs with every namespace unshared (no network: only a loopback nobody listens on), a new
 session, a cleared environment, nested user namespaces disabled, and rlimits on processes,
 file size, open files and core dumps. Memory is enforced by an RSS watchdog over the whole
-process tree, plus RLIMIT_AS on CPU-only runs as a backstop (CUDA reserves huge address space).
+process tree (anonymous memory; /scratch has its own cap), plus RLIMIT_AS on CPU-only runs as a
+backstop (not with CUDA, which reserves huge address space).
 
 Privileges: bwrap always runs as an unprivileged user. When the grader is root it drops to
 SANDBOX_UID first (bwrap as root with a user namespace maps the sandbox to host root). Paths the
@@ -46,7 +47,7 @@ SANDBOX_UID = 65534                   # "nobody": who learner code runs as when 
 SANDBOX_GID = 65534                   # "nogroup"
 SCRATCH_BYTES = 1 << 30               # size cap of the /scratch tmpfs (bytes; counts as memory)
 MAX_FILE_BYTES = 256 << 20            # RLIMIT_FSIZE: largest file the sandbox may write (bytes)
-MAX_PROCESSES = 1024                  # RLIMIT_NPROC for the sandbox uid: processes + threads
+MAX_PROCESSES = 256                   # RLIMIT_NPROC for the sandbox uid: processes + threads
 MAX_OPEN_FILES = 1024                 # RLIMIT_NOFILE
 ADDRESS_SPACE_HEADROOM_MB = 4096      # CPU runs: RLIMIT_AS = memory limit + this; torch alone maps ~3.3 GB
 MAX_OUTPUT_BYTES = 32 << 20           # learner stdout+stderr before the run is killed (bytes)
@@ -417,22 +418,36 @@ class Sandbox:
                 self.kill()
 
     def _watch_memory(self) -> None:
-        """Kill the sandbox when the resident memory of its whole process tree passes the limit."""
-        page = os.sysconf("SC_PAGE_SIZE")
+        """Kill the sandbox when the anonymous memory of its whole process tree passes the limit.
+        A cheap poll sums RssAnon+RssShmem, which counts pages shared after fork() once per
+        process; only when that passes the limit is it confirmed with the proportional share
+        (Pss), so forked workers are not over-counted."""
         while not self._done.wait(MEMORY_POLL_SECONDS):
             if self._process.poll() is not None:
                 return
-            total = 0
-            for pid in _descendants(self._process.pid):
-                try:
-                    with open(f"/proc/{pid}/statm") as f:
-                        total += int(f.read().split()[1]) * page
-                except (OSError, ValueError, IndexError):
-                    continue
-            if total > self.memory_limit_bytes:
+            pids = _descendants(self._process.pid)
+            if _tree_memory(pids, precise=False) <= self.memory_limit_bytes:
+                continue
+            if _tree_memory(pids, precise=True) > self.memory_limit_bytes:
                 self._memory_exceeded = True
                 self.kill()
                 return
+
+
+def _tree_memory(pids: list[int], *, precise: bool) -> int:
+    """Bytes of anonymous + shared-memory pages of these processes (Pss when precise)."""
+    source, fields = ("smaps_rollup", ("Pss_Anon:", "Pss_Shmem:")) if precise else \
+                     ("status", ("RssAnon:", "RssShmem:"))
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/{source}") as f:
+                for line in f:
+                    if line.startswith(fields):
+                        total += int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 def _descendants(root_pid: int) -> list[int]:

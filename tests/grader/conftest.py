@@ -1,53 +1,15 @@
-"""Fixtures for the grader's tests: a tiny exercise on synthetic blobs, notebooks built from
-source strings, and a session data directory whose cached reference is measured once.
+"""Fixtures for the grader's tests: the tiny exercise, notebooks built from source strings, and
+a session data directory whose cached reference is measured once.
 
 These tests need bubblewrap. They are never skipped without it: they fail and say why.
 """
 
-import pathlib
-import types
-
-import nbformat
-import numpy as np
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
 from grader import grading, sandbox
-from grader.errors import DatasetMissing, SandboxUnavailable
+from grader.errors import SandboxUnavailable
 from grader.spec import find_exercise
-
-FIXTURES = pathlib.Path(__file__).parent / "fixtures"
-EXERCISES = FIXTURES / "exercises"
-TINY_REFERENCE = EXERCISES / "tiny" / "reference.ipynb"
-
-BLOBS_TRAIN, BLOBS_TEST, BLOBS_FEATURES = 200, 100, 8   # samples, samples, features
-BLOBS_SEPARATION = 1.5                                  # class means at -/+ this, unit variance
-
-
-def load_blobs(dataset_id: str, data_dir: pathlib.Path):
-    """The tiny exercise's dataset: two well separated Gaussian blobs, fixed seed."""
-    if dataset_id != "synthetic-blobs":
-        raise DatasetMissing(dataset_id, "the grader tests only know synthetic-blobs")
-    rng = np.random.default_rng(0)
-    n = BLOBS_TRAIN + BLOBS_TEST
-    y = rng.integers(0, 2, size=n).astype(np.int64)
-    x = rng.standard_normal((n, BLOBS_FEATURES)).astype(np.float32) + np.where(y[:, None] == 1, 1, -1) * BLOBS_SEPARATION
-    x = x.astype(np.float32)
-    return types.SimpleNamespace(x_train=x[:BLOBS_TRAIN], y_train=y[:BLOBS_TRAIN], x_test=x[BLOBS_TRAIN:],
-                                 y_test=y[BLOBS_TRAIN:], num_classes=2)
-
-
-def reference_source() -> str:
-    """The tiny reference's exported code, for tests that start from a working solution."""
-    from grader.notebook import extract_exports
-    return extract_exports(TINY_REFERENCE)
-
-
-def write_notebook(path: pathlib.Path, *sources: str, export: bool = True) -> pathlib.Path:
-    """A valid notebook with one code cell per source, each marked `#| export` unless told not."""
-    cells = [new_code_cell(("#| export\n" if export else "") + source) for source in sources]
-    nbformat.write(new_notebook(cells=cells), path)
-    return path
+from tests.grader.grader_support import EXERCISES, TINY_REFERENCE, load_blobs, write_notebook
 
 
 @pytest.fixture(scope="session")

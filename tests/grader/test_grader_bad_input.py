@@ -1,0 +1,185 @@
+"""Every kind of bad submission from the issue: each gets a clear status and message, the grader
+survives, and the next grade works. Sandboxed, on the tiny exercise (train budget 5 s)."""
+
+import json
+
+import nbformat
+import pytest
+
+from grader import results
+from tests.grader.grader_support import reference_source
+
+WORKING_PREDICT = '''
+def predict(model, x_test):
+    with torch.no_grad():
+        return model(x_test)
+'''
+
+
+def with_train(body: str) -> str:
+    """The reference's code with train() replaced by `body` (which may call the real one as _train)."""
+    return reference_source().replace("def train(", "def _train(", 1) + "\n" + body
+
+
+# ---- not a gradable notebook: refused before any sandbox starts ---------------------------------
+
+def write_bytes(tmp_path, data: bytes):
+    path = tmp_path / "submission.ipynb"
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: write_bytes(p, b"import torch\nprint('a script, not a notebook')"), "not valid JSON"),
+    (lambda p: write_bytes(p, b'{"cells": [{"cell_type": "code"'), "not valid JSON"),
+    (lambda p: write_bytes(p, json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+                                          "cells": [{"cell_type": "code", "source": ["x"]}]}).encode()),
+     "does not follow nbformat 4"),
+    (lambda p: write_bytes(p, b" " * (21 << 20)), "over the 20 MiB limit"),
+], ids=["not-a-notebook", "invalid-json", "nbformat-invalid", "oversize"])
+def test_unreadable_notebooks(tmp_path, grade_tiny, assert_next_grade_works, make, fragment):
+    result = grade_tiny(make(tmp_path))
+    assert result.status == results.INVALID_NOTEBOOK
+    assert fragment in result.message
+    assert result.runs == [] and result.total_seconds < 5
+    assert_next_grade_works()
+
+
+def test_no_export_cells(notebook, grade_tiny, assert_next_grade_works):
+    result = grade_tiny(notebook(reference_source(), export=False))
+    assert result.status == results.INVALID_NOTEBOOK
+    assert "no `#| export` cells" in result.message
+    assert_next_grade_works()
+
+
+def test_syntax_error(tmp_path, grade_tiny, assert_next_grade_works):
+    path = tmp_path / "submission.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("#| export\n" + reference_source()),
+        nbformat.v4.new_code_cell("#| export\nfor epoch in range(3)\n    pass"),
+    ]), path)
+    result = grade_tiny(path)
+    assert result.status == results.INVALID_NOTEBOOK
+    assert "syntax error in code cell 2, line 2" in result.message
+    assert_next_grade_works()
+
+
+# ---- the contract, checked inside the sandbox -----------------------------------------------------
+
+@pytest.mark.parametrize("source, fragment", [
+    ("import torch\n" + WORKING_PREDICT, "`train` is not defined"),
+    (reference_source().replace("def predict(model, x_test)", "def predict(x_test)"), "`predict` has the wrong signature"),
+    (reference_source().replace(", *, seed, device, report=None)", ")"), "`train` has the wrong signature"),
+], ids=["train-missing", "predict-signature", "train-signature"])
+def test_contract_violations(notebook, grade_tiny, assert_next_grade_works, source, fragment):
+    result = grade_tiny(notebook(source))
+    assert result.status == results.INVALID_NOTEBOOK, result.message
+    assert fragment in result.message
+    assert "expected def" in result.message
+    assert_next_grade_works()
+
+
+# ---- learner code that fails at run time ----------------------------------------------------------
+
+def test_exception_in_train(notebook, grade_tiny, assert_next_grade_works):
+    result = grade_tiny(notebook(with_train('''
+def train(x_train, y_train, *, seed, device, report=None):
+    model = _train(x_train, y_train, seed=seed, device=device)
+    raise ValueError("loss exploded at epoch 3")
+''')))
+    assert result.status == results.CRASHED
+    assert "ValueError: loss exploded at epoch 3" in result.message
+    assert "Traceback" in result.log_tail and "loss exploded" in result.log_tail
+    assert "runner.py" not in result.log_tail.splitlines()[1]  # the traceback starts in learner code
+    assert_next_grade_works()
+
+
+def test_exception_while_loading(notebook, grade_tiny, assert_next_grade_works):
+    result = grade_tiny(notebook("import fastai_that_is_not_installed\n" + reference_source()))
+    assert result.status == results.CRASHED
+    assert "ModuleNotFoundError" in result.message and "while the exported cells were loading" in result.message
+    assert_next_grade_works()
+
+
+def test_infinite_loop_is_a_timeout(notebook, grade_tiny, assert_next_grade_works):
+    # Loops only in the timed run (the second call in the process), so the warm-up passes.
+    result = grade_tiny(notebook(with_train('''
+calls = 0
+def train(x_train, y_train, *, seed, device, report=None):
+    global calls
+    calls += 1
+    while calls > 1:
+        pass
+    return _train(x_train, y_train, seed=seed, device=device)
+''')))
+    assert result.status == results.TIMEOUT
+    assert "train() took longer than its 5 s budget" in result.message
+    assert result.total_seconds < 30
+    assert_next_grade_works()
+
+
+def test_memory_bomb_is_oom(notebook, grade_tiny, assert_next_grade_works):
+    result = grade_tiny(notebook(with_train('''
+def train(x_train, y_train, *, seed, device, report=None):
+    hoard = []
+    while True:
+        hoard.append(torch.ones(16 << 20))  # 64 MiB, written, so it is resident
+''')))
+    assert result.status == results.OOM
+    assert "memory" in result.message
+    assert_next_grade_works()
+
+
+def test_fork_bomb_is_contained(notebook, grade_tiny, assert_next_grade_works):
+    result = grade_tiny(notebook(with_train('''
+import os
+def train(x_train, y_train, *, seed, device, report=None):
+    while True:
+        os.fork()
+''')))
+    assert result.status in (results.CRASHED, results.OOM), result.message
+    assert "Resource temporarily unavailable" in result.message or "memory" in result.message
+    assert_next_grade_works()
+
+
+def test_huge_file_write_is_bounded(notebook, grade_tiny, assert_next_grade_works):
+    result = grade_tiny(notebook(with_train('''
+def train(x_train, y_train, *, seed, device, report=None):
+    chunk = b"x" * (1 << 20)
+    with open("/scratch/huge.bin", "wb") as f:
+        while True:
+            f.write(chunk)
+''')))
+    assert result.status == results.CRASHED
+    assert "File too large" in result.message or "No space left" in result.message
+    assert_next_grade_works()
+
+
+def test_printing_gigabytes_is_bounded(notebook, grade_tiny, assert_next_grade_works):
+    result = grade_tiny(notebook(with_train('''
+import sys
+def train(x_train, y_train, *, seed, device, report=None):
+    line = "spam " * 2000 + "\\n"
+    while True:
+        sys.stdout.write(line)
+''')))
+    assert result.status == results.CRASHED
+    assert "printed more than 32 MiB" in result.message
+    assert len(result.log_tail) < 20_000
+    assert_next_grade_works()
+
+
+# ---- predictions -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, fragment", [
+    ("return model(x_test)[:10]", "predict returned shape (10, 2)"),
+    ("return model(x_test) * float('nan')", "NaN or infinity"),
+    ("return model(x_test).argmax(1).tolist()", "predict returned a list, not a torch.Tensor"),
+    ("return model(x_test).argmax(1).float()", "must be integer class indices"),
+], ids=["wrong-shape", "nan", "not-a-tensor", "float-indices"])
+def test_bad_predictions(notebook, grade_tiny, assert_next_grade_works, body, fragment):
+    source = reference_source().replace("        return model(x_test)", f"        {body}")
+    result = grade_tiny(notebook(source))
+    assert result.status == results.BAD_OUTPUT
+    assert fragment in result.message
+    assert_next_grade_works()
