@@ -1,0 +1,338 @@
+"""The grading queue: jobs in the database, claimed by `grader work` processes with a lease.
+
+Database only: no Slack, no grader. The bot enqueues (in the same transaction as the submission)
+and reads positions; workers on any number of machines claim, heartbeat, report progress and
+finish. Results flow back through the database; the bot posts them.
+
+Guarantees (see ../shared/reference/infra.md, section 3):
+
+- **Claimed by one worker at a time.** PostgreSQL: one ``UPDATE … WHERE id = (SELECT … ORDER BY
+  virtual_time, id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING …``. SQLite (one machine only: WAL
+  does not work across hosts): the same statement inside ``BEGIN IMMEDIATE``, which takes the
+  write lock before anything is read, so two claimers serialize instead of failing to upgrade.
+- **A dead worker's job is re-run.** A claim sets a lease (``lease_expires_at``); the worker's
+  heartbeat extends it. A running job whose lease has expired is claimable again, as the next
+  attempt, up to ``max_attempts``; after that it is marked dead (the bot tells the organizers).
+- **A late worker cannot overwrite the result.** Every claim mints a new ``lease_token`` (the
+  fencing token). ``heartbeat``, ``report_progress``, ``finish``, ``fail`` and ``release`` act only
+  ``WHERE id = ? AND lease_token = ? AND status = 'running'``: a worker that froze past its lease
+  and wakes up after another took the job over gets False and writes nothing. Execution is
+  at-least-once (a worker can die mid-job); the *result* is recorded exactly once.
+- **Infrastructure failures retry with backoff** (``fail``); learner failures (crash, timeout,
+  OOM, below target…) are results, passed to ``finish``.
+
+Clocks and drift. All times come from the injected clock of the process doing the write
+(``SystemClock`` in production), not from the database server, so the same statements run on
+SQLite and PostgreSQL. A lease written by worker A (``A.now + lease``) is judged expired by
+worker B against ``B.now``: if B's clock runs d seconds ahead, B may take the job over d seconds
+early. Workers therefore self-fence (stop the grading) after 0.75 x lease without a successful
+heartbeat, measured on their own monotonic clock from the moment the last successful heartbeat
+was *sent*; that leaves 0.25 x lease (30 s with the default 120 s lease) of slack for clock
+skew and for the kill to land. Keep every worker's clock NTP-synced (skew of milliseconds, far
+below that slack); a machine whose clock is off by more than lease/4 can run a job twice
+(never record two results: the token still fences that).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable, Iterator, Sequence
+
+from sqlalchemy import String, and_, cast, func, literal, or_, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from studybot.clock import Clock, SystemClock
+from studybot.db.engine import BUMP_STATE_VERSION, Database
+from studybot.db.models import GradingJob, Notebook, Submission
+
+JOBS = GradingJob.__table__
+SUBMISSIONS = Submission.__table__
+NOTEBOOKS = Notebook.__table__
+
+QUEUED, RUNNING, DONE, DEAD = "queued", "running", "done", "dead"
+JOB_STATUSES = (QUEUED, RUNNING, DONE, DEAD)
+DEFAULT_LEASE = timedelta(seconds=120)
+DEFAULT_MAX_ATTEMPTS = 3
+MAX_ERROR_CHARS = 2000
+
+
+def exponential_backoff(base: timedelta = timedelta(seconds=10), factor: float = 4.0,
+                        cap: timedelta = timedelta(minutes=30)) -> Callable[[int], timedelta]:
+    """Delay before retry after the `attempts`-th failure: base, base*factor, base*factor**2…
+    capped. The default gives 10 s, 40 s, 160 s, 640 s, then 30 min."""
+
+    def backoff(attempts: int) -> timedelta:
+        exponent = min(max(attempts - 1, 0), 64)
+        seconds = base.total_seconds() * factor ** exponent
+        return timedelta(seconds=min(seconds, cap.total_seconds()) if math.isfinite(seconds) else cap.total_seconds())
+
+    return backoff
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job this worker now holds. `token` must accompany every later call about it."""
+
+    job_id: int
+    submission_id: int
+    token: str
+    attempt: int  # 1 for the first claim; a re-run after a lost worker or a retry counts up
+    exercise_id: str
+    user_id: str
+    notebook: bytes
+    lane: str
+
+    def __repr__(self) -> str:  # logs never carry the notebook's content
+        return (f"Claim(job_id={self.job_id}, submission_id={self.submission_id}, attempt={self.attempt}, "
+                f"exercise_id={self.exercise_id!r}, lane={self.lane!r}, notebook=<{len(self.notebook)} bytes>)")
+
+
+class JobQueue:
+    """The queue over one Database. Thread-safe: every call uses its own connection."""
+
+    def __init__(self, db: Database, clock: Clock | None = None, lease: timedelta = DEFAULT_LEASE,
+                 backoff: Callable[[int], timedelta] | None = None,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+        if lease <= timedelta(0):
+            raise ValueError("the lease must be positive")
+        self.db = db
+        self.clock = clock or SystemClock()
+        self.lease = lease
+        self.backoff = backoff or exponential_backoff()
+        self.max_attempts = max_attempts
+
+    # ---- the bot's side ------------------------------------------------------------------------
+
+    def enqueue(self, session: Session, submission: Submission) -> GradingJob:
+        """Queue a grading job for `submission` (already flushed) in the caller's transaction.
+
+        Fair order by virtual time (start-time fair queuing). Jobs are claimed in
+        (virtual_time, id) order within a lane, and a new job gets
+
+            virtual_time = max(floor, this learner's latest job's virtual_time + 1)
+
+        where `floor` is the smallest virtual_time among the lane's queued jobs that are ready
+        to run (jobs waiting out a retry backoff do not count), or, when none is, the largest
+        virtual_time ever claimed in the lane (where the queue has got to), or 0.
+
+        So a learner who sends 5 notebooks at once gets 5 consecutive virtual times, and a
+        learner who sends one a moment later gets the floor: that job is claimed right after
+        the burst's first, and the bursts of several learners interleave round-robin. Nobody
+        banks credit by waiting, since the floor moves on as jobs are claimed.
+        """
+        now = self.clock.now()
+        lane = submission.lane or "ranked"
+        floor = session.scalar(select(func.min(GradingJob.virtual_time)).where(
+            GradingJob.lane == lane, GradingJob.status == QUEUED, GradingJob.run_after <= now))
+        if floor is None:
+            floor = session.scalar(select(func.max(GradingJob.virtual_time)).where(
+                GradingJob.lane == lane, GradingJob.status != QUEUED)) or 0
+        latest = session.scalar(select(func.max(GradingJob.virtual_time)).where(
+            GradingJob.lane == lane, GradingJob.user_id == submission.user_id))
+        virtual_time = floor if latest is None else max(floor, latest + 1)
+        submission.status = QUEUED
+        job = GradingJob(submission_id=submission.id, user_id=submission.user_id, lane=lane,
+                         virtual_time=virtual_time, status=QUEUED, attempts=0, max_attempts=self.max_attempts,
+                         run_after=now, created_at=now)
+        session.add(job)
+        session.flush()
+        return job
+
+    def position(self, submission_id: int) -> int | None:
+        """1-based place of the submission's job among the queued jobs of its lane, in claim
+        order; None when it is not queued (running, finished, dead or unknown)."""
+        with self.db.engine.connect() as conn:
+            job = conn.execute(select(JOBS.c.id, JOBS.c.lane, JOBS.c.virtual_time, JOBS.c.status).where(
+                JOBS.c.submission_id == submission_id)).first()
+            if job is None or job.status != QUEUED:
+                return None
+            ahead = conn.execute(select(func.count()).select_from(JOBS).where(
+                JOBS.c.lane == job.lane, JOBS.c.status == QUEUED,
+                or_(JOBS.c.virtual_time < job.virtual_time,
+                    and_(JOBS.c.virtual_time == job.virtual_time, JOBS.c.id < job.id)))).scalar_one()
+        return ahead + 1
+
+    def counts(self, lane: str | None = None) -> dict[str, int]:
+        """Jobs per status (queued, running, done, dead), in one lane or all."""
+        query = select(JOBS.c.status, func.count()).group_by(JOBS.c.status)
+        if lane is not None:
+            query = query.where(JOBS.c.lane == lane)
+        with self.db.engine.connect() as conn:
+            found = dict(conn.execute(query).all())
+        return {status: int(found.get(status, 0)) for status in JOB_STATUSES} | {
+            status: int(n) for status, n in found.items() if status not in JOB_STATUSES}
+
+    # ---- the workers' side ---------------------------------------------------------------------
+
+    def claim(self, worker_id: str, lanes: Sequence[str] = ("ranked",)) -> Claim | None:
+        """Take the next job: the first lane in `lanes` with a claimable job wins, and within a
+        lane the smallest (virtual_time, id).
+
+        Claimable: queued with run_after <= now, or running with an expired lease and attempts
+        left (its worker is presumed dead). Expired leases with no attempts left are first
+        marked dead, with their submissions. The claim sets status running, attempts + 1, a
+        new lease token, lease_owner, lease_expires_at = now + lease, and the submission's
+        status to running, all in one transaction."""
+        now = self.clock.now()
+        token = str(uuid.uuid4())
+        with self._transaction() as conn:
+            wrote = self._bury_lost(conn, now)
+            claim = None
+            for lane in lanes:
+                claim = self._claim_in_lane(conn, lane, worker_id[:120], token, now)
+                if claim is not None:
+                    break
+            if wrote or claim is not None:
+                conn.execute(BUMP_STATE_VERSION)
+        return claim
+
+    def heartbeat(self, job_id: int, token: str) -> bool:
+        """Extend the lease to now + lease. False: the job is no longer ours (stop working on it)."""
+        now = self.clock.now()
+        with self._transaction() as conn:
+            # Not a visible change, so state_version is not bumped (cached answers stay valid).
+            return conn.execute(update(JOBS).where(*self._fence(job_id, token)).values(
+                lease_expires_at=now + self.lease)).rowcount == 1
+
+    def report_progress(self, job_id: int, token: str, progress: dict) -> bool:
+        """Store `progress` (JSON; e.g. {"run": 2, "runs": 5}) for the bot to show. Fenced."""
+        payload = json.dumps(progress, allow_nan=False)
+        with self._transaction() as conn:
+            ok = conn.execute(update(JOBS).where(*self._fence(job_id, token)).values(progress=payload)).rowcount == 1
+            if ok:
+                conn.execute(BUMP_STATE_VERSION)
+        return ok
+
+    def finish(self, job_id: int, token: str, result: dict, plot_png: bytes | None = None) -> bool:
+        """Record the grader's result, once: the job becomes done, and the submission gets the
+        result's status, accuracy, train_seconds, speed_ratio, the whole result as JSON, the plot
+        and finished_at, in one transaction. False, writing nothing, for a stale token."""
+        status = result.get("status")
+        if not isinstance(status, str) or not status or status in (QUEUED, RUNNING) or len(status) > 24:
+            raise ValueError(f"a result needs a final status, not {status!r}")
+        payload = json.dumps(result, allow_nan=False)
+        now = self.clock.now()
+        with self._transaction() as conn:
+            row = conn.execute(update(JOBS).where(*self._fence(job_id, token)).values(
+                status=DONE, finished_at=now, lease_expires_at=None).returning(JOBS.c.submission_id)).first()
+            if row is None:
+                return False
+            conn.execute(update(SUBMISSIONS).where(SUBMISSIONS.c.id == row.submission_id).values(
+                status=status, accuracy=_number(result.get("accuracy")),
+                train_seconds=_number(result.get("train_seconds")),
+                speed_ratio=_number(result.get("speed_ratio")), result_json=payload, plot_png=plot_png,
+                finished_at=now))
+            conn.execute(BUMP_STATE_VERSION)
+        return True
+
+    def fail(self, job_id: int, token: str, error: str) -> bool:
+        """An infrastructure failure (not the learner's): retry after backoff(attempts), or, with
+        no attempts left, mark the job and its submission dead. False for a stale token."""
+        now = self.clock.now()
+        error = error[:MAX_ERROR_CHARS]
+        with self._transaction() as conn:
+            row = conn.execute(select(JOBS.c.attempts, JOBS.c.max_attempts, JOBS.c.submission_id).where(
+                *self._fence(job_id, token)).with_for_update()).first()
+            if row is None:
+                return False
+            if row.attempts < row.max_attempts:
+                conn.execute(update(JOBS).where(*self._fence(job_id, token)).values(
+                    status=QUEUED, run_after=now + self.backoff(row.attempts), last_error=error,
+                    lease_token=None, lease_owner=None, lease_expires_at=None))
+                conn.execute(update(SUBMISSIONS).where(SUBMISSIONS.c.id == row.submission_id).values(status=QUEUED))
+            else:
+                conn.execute(update(JOBS).where(*self._fence(job_id, token)).values(
+                    status=DEAD, last_error=f"{error} (attempt {row.attempts} of {row.max_attempts})",
+                    finished_at=now, lease_expires_at=None))
+                conn.execute(update(SUBMISSIONS).where(SUBMISSIONS.c.id == row.submission_id).values(
+                    status=DEAD, finished_at=now))
+            conn.execute(BUMP_STATE_VERSION)
+        return True
+
+    def release(self, job_id: int, token: str, reason: str = "worker stopped") -> bool:
+        """Give a job back untouched (a worker shutting down): queued again at once, and the
+        interrupted attempt is not counted. False for a stale token."""
+        now = self.clock.now()
+        with self._transaction() as conn:
+            row = conn.execute(update(JOBS).where(*self._fence(job_id, token)).values(
+                status=QUEUED, run_after=now, attempts=JOBS.c.attempts - 1, last_error=reason[:MAX_ERROR_CHARS],
+                lease_token=None, lease_owner=None, lease_expires_at=None, progress=None,
+            ).returning(JOBS.c.submission_id)).first()
+            if row is None:
+                return False
+            conn.execute(update(SUBMISSIONS).where(SUBMISSIONS.c.id == row.submission_id).values(status=QUEUED))
+            conn.execute(BUMP_STATE_VERSION)
+        return True
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """One write transaction. SQLite: BEGIN IMMEDIATE takes the write lock up front, so the
+        reads in it cannot go stale and the writes never need a (deadlock-prone) lock upgrade;
+        busy_timeout (set by make_engine) makes other writers wait for it."""
+        with self.db.engine.connect() as conn:
+            if not self.db.is_postgres:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    @staticmethod
+    def _fence(job_id: int, token: str):
+        return JOBS.c.id == job_id, JOBS.c.lease_token == token, JOBS.c.status == RUNNING
+
+    def _bury_lost(self, conn: Connection, now: datetime) -> bool:
+        """Expired leases with no attempts left: the job and its submission become dead."""
+        lost = JOBS.alias("lost")
+        doomed = select(lost.c.id).where(
+            lost.c.status == RUNNING, lost.c.lease_expires_at < now, lost.c.attempts >= lost.c.max_attempts,
+        ).with_for_update(skip_locked=True)
+        rows = conn.execute(update(JOBS).where(JOBS.c.id.in_(doomed)).values(
+            status=DEAD, finished_at=now, lease_expires_at=None,
+            last_error=literal("lease expired ") + cast(JOBS.c.attempts, String) + literal(" times: worker lost"),
+        ).returning(JOBS.c.submission_id)).all()
+        if rows:
+            conn.execute(update(SUBMISSIONS).where(SUBMISSIONS.c.id.in_([r.submission_id for r in rows])).values(
+                status=DEAD, finished_at=now))
+        return bool(rows)
+
+    def _claim_in_lane(self, conn: Connection, lane: str, worker_id: str, token: str, now: datetime) -> Claim | None:
+        candidate = JOBS.alias("candidate")
+        claimable = or_(
+            and_(candidate.c.status == QUEUED, candidate.c.run_after <= now),
+            and_(candidate.c.status == RUNNING, candidate.c.lease_expires_at < now,
+                 candidate.c.attempts < candidate.c.max_attempts),
+        )
+        pick = (select(candidate.c.id).where(candidate.c.lane == lane, claimable)
+                .order_by(candidate.c.virtual_time, candidate.c.id).limit(1)
+                .with_for_update(skip_locked=True).scalar_subquery())
+        row = conn.execute(update(JOBS).where(JOBS.c.id == pick).values(
+            status=RUNNING, attempts=JOBS.c.attempts + 1, lease_token=token, lease_owner=worker_id,
+            lease_expires_at=now + self.lease, started_at=now, progress=None,
+        ).returning(JOBS.c.id, JOBS.c.submission_id, JOBS.c.attempts, JOBS.c.user_id, JOBS.c.lane)).first()
+        if row is None:
+            return None
+        conn.execute(update(SUBMISSIONS).where(SUBMISSIONS.c.id == row.submission_id).values(status=RUNNING))
+        found = conn.execute(
+            select(SUBMISSIONS.c.exercise_id, NOTEBOOKS.c.content)
+            .select_from(SUBMISSIONS.outerjoin(NOTEBOOKS, NOTEBOOKS.c.sha256 == SUBMISSIONS.c.notebook_sha256))
+            .where(SUBMISSIONS.c.id == row.submission_id)).one()
+        return Claim(job_id=row.id, submission_id=row.submission_id, token=token, attempt=row.attempts,
+                     exercise_id=found.exercise_id, user_id=row.user_id, notebook=found.content or b"",
+                     lane=row.lane)
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
