@@ -12,6 +12,10 @@ from studybot.ports import Chat
 from studybot.replies import Replies
 from studybot.services.cohorts import Cohorts
 from studybot.services.deliveries import Deliveries
+from studybot.queue import JobQueue
+from studybot.services.feedback import Feedback
+from studybot.services.leaderboards import Leaderboards
+from studybot.services.submissions import Submissions
 
 
 @dataclass
@@ -21,6 +25,10 @@ class Services:
     clock: Clock
     cohorts: Cohorts
     deliveries: Deliveries
+    leaderboards: Leaderboards
+    queue: JobQueue
+    submissions: Submissions
+    feedback: Feedback
     commands: CommandHandler
     replies: Replies
 
@@ -29,6 +37,12 @@ def build_services(settings: Settings, db: Database, chat: Chat, clock: Clock) -
     cohorts = Cohorts(db, chat, clock, curricula_dir=settings.curricula_dir, reminder_lead=settings.reminder_lead)
     deliveries = Deliveries(db, chat, clock, cohorts, late_grace=settings.late_grace,
                             curricula_dir=settings.curricula_dir)
-    commands = CommandHandler(cohorts)
-    return Services(db=db, chat=chat, clock=clock, cohorts=cohorts, deliveries=deliveries,
+    leaderboards = Leaderboards(db, chat, clock, cohorts, curricula_dir=settings.curricula_dir,
+                                late_grace=settings.late_grace)
+    queue = JobQueue(db, clock)
+    submissions = Submissions(db, clock, queue, daily_quota=settings.daily_quota, curricula_dir=settings.curricula_dir)
+    feedback = Feedback(db, chat, clock, submissions, leaderboards)
+    commands = CommandHandler(cohorts, submissions=submissions, leaderboards=leaderboards)
+    return Services(db=db, chat=chat, clock=clock, cohorts=cohorts, deliveries=deliveries, leaderboards=leaderboards,
+                    queue=queue, submissions=submissions, feedback=feedback,
                     commands=commands, replies=Replies(db, commands))

@@ -11,6 +11,9 @@ from studybot.messages import escape_mrkdwn, render, render_view
 from studybot.shell.chat import to_plain
 
 TEMPLATES = Path(__file__).parent.parent / "studybot" / "messages"
+# Rendered in tests/test_leaderboards.py (test_every_leaderboard_template_renders_valid_block_kit).
+LEADERBOARD_TEMPLATES = {"leaderboard", "leaderboard_weekly", "leaderboard_record", "leaderboard_mode",
+                         "leaderboard_schedule", "disqualified", "regrade_queued", "export_ready"}
 CREATE = "/study cohort create fastai --channel #fastai --start 2027-01-05 --time 18:00 --tz Europe/Berlin"
 
 
@@ -19,7 +22,7 @@ def test_the_template_catalogue_is_known():
     names = {p.stem for p in TEMPLATES.glob("*.j2") if not p.stem.startswith("_")}
     assert names == {"help", "error", "cohort_created", "cohort_list", "cohort_changed", "joined", "left", "lesson",
                      "lesson_post", "schedule", "status", "reminder", "delivery_skipped", "delivery_failed",
-                     "cohort_modal", "cohort_modal_opening", "home", "dm_help", "channel_welcome"}
+                     "cohort_modal", "cohort_modal_opening", "home", "dm_help", "channel_welcome"} | LEADERBOARD_TEMPLATES
 
 
 def check_blocks(blocks, limit=50):
