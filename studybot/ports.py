@@ -39,3 +39,7 @@ class Chat(Protocol):
 
     def resolve_channel(self, raw: str) -> Channel:
         """Turn what a user typed (#name, <#C123|name>, C123) into a channel; FieldError('channel') if none."""
+
+    def upload_file(self, user_id: str, filename: str, content: bytes, title: str) -> str:
+        """Send a file to one user in a direct message (an organizer's CSV export); returns the file's id
+        (Slack) or where it was written (the shell). Raises ChatError after retries."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from studybot.clock import Clock
@@ -40,8 +42,9 @@ class Posted:
 
 
 class ShellChat:
-    def __init__(self, out: TextIO, clock: Clock, admins: Callable[[str], bool]) -> None:
+    def __init__(self, out: TextIO, clock: Clock, admins: Callable[[str], bool], files_dir: Path | None = None) -> None:
         self.out, self.clock, self._is_admin = out, clock, admins
+        self.files_dir = files_dir  # where upload_file writes; default $STUDYBOT_DATA_DIR/files (./data/files)
         self.posted: list[Posted] = []
         self._ids = itertools.count(1)
 
@@ -67,6 +70,17 @@ class ShellChat:
                     and str(meta.get("event_payload", {}).get("delivery_id")) == key):
                 return posted.id
         return None
+
+    def upload_file(self, user_id: str, filename: str, content: bytes, title: str) -> str:
+        """Write the file under the data dir (``files_dir``) and print where it is."""
+        root = Path(self.files_dir or Path(os.environ.get("STUDYBOT_DATA_DIR") or "data") / "files")
+        folder = root / re.sub(r"[^A-Za-z0-9_.-]", "_", user_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / Path(filename).name
+        path.write_bytes(content)
+        stamp = self.clock.now().strftime("%a %d %b %Y %H:%M UTC")
+        self.out.write(f"\n── file for @{user_id} · {stamp} ──\n{title}: {path} ({len(content)} bytes)\n")
+        return str(path)
 
     def is_workspace_admin(self, user_id: str) -> bool:
         return self._is_admin(user_id)

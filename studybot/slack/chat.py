@@ -105,6 +105,14 @@ class SlackChat:
                 break
         return None
 
+    def upload_file(self, user_id: str, filename: str, content: bytes, title: str) -> str:
+        # files_upload_v2 (getUploadURLExternal, upload, completeUploadExternal) into the DM: a D… id passed
+        # as channel= (a U… id, channel_id= or a string channels= all fail: slack_sdk#1426, #1608, #1465).
+        dm = self._call("conversations_open", users=user_id)["channel"]["id"]
+        response = self._call("files_upload_v2", channel=dm, filename=filename, content=content, title=title)
+        uploaded = response.get("file") or (response.get("files") or [{}])[0]
+        return uploaded.get("id", "")
+
     def is_workspace_admin(self, user_id: str) -> bool:
         cached = self._admins.get(user_id)
         if cached and time.monotonic() - cached[0] < ADMIN_CACHE_SECONDS:
