@@ -39,7 +39,13 @@ USAGE = {
                      "[--weekday mon..sun] [--curriculum ID] [--organizer @user]",
     "cohort reschedule": "/study cohort reschedule NAME [--weekday mon..sun] [--time HH:MM] [--tz Area/City] "
                          "[--start YYYY-MM-DD]",
+    "cohort leaderboard": "/study cohort leaderboard NAME --weekday mon..sun [--time HH:MM] | --off",
+    "leaderboard": "/study leaderboard EXERCISE [COHORT] [--public], "
+                   "or /study leaderboard optout|anonymous|named [COHORT]",
+    "export": "/study export EXERCISE [COHORT]",
+    "disqualify": '/study disqualify SUBMISSION_ID --reason "..."',
 }
+LEADERBOARD_VERBS = frozenset({"leaderboard", "export", "disqualify", "requalify", "regrade"})
 
 
 def parse(tokens: list[str], allowed: set[str]) -> Parsed:
@@ -78,8 +84,9 @@ READ_ONLY_VERBS = frozenset({"lesson", "schedule", "status", "join", "leave"})
 
 
 class CommandHandler:
-    def __init__(self, cohorts: Cohorts) -> None:
+    def __init__(self, cohorts: Cohorts, leaderboards=None) -> None:
         self.cohorts = cohorts
+        self.leaderboards = leaderboards  # services.leaderboards.Leaderboards
 
     @staticmethod
     def answers_from_database(text: str) -> bool:
@@ -115,6 +122,8 @@ class CommandHandler:
         if verb == "status":
             return Reply("status", {"cohorts": self.cohorts.cohorts_of(user_id),
                                     "submitted": self.cohorts.submitted_exercises(user_id)})
+        if verb in LEADERBOARD_VERBS:
+            return self._leaderboard(verb, rest, user_id)
         return Reply("help", {"unknown": tokens[0], "organizer": self.cohorts.is_any_organizer(user_id)})
 
     def _cohort(self, tokens: list[str], user_id: str) -> Reply:
@@ -151,6 +160,13 @@ class CommandHandler:
             cohort = self.cohorts.reschedule(user_id, args.positional[0], weekday=args.one("weekday"),
                                              at=args.one("time"), tz=args.one("tz"), start=args.one("start"))
             return Reply("cohort_changed", {"cohort": cohort, "action": "reschedule"})
+        if action == "leaderboard":
+            off = "--off" in rest
+            args = parse([t for t in rest if t != "--off"], {"weekday", "time"})
+            if len(args.positional) != 1:
+                raise FieldError("name", f"Give exactly one cohort name. Usage: `{USAGE['cohort leaderboard']}`")
+            return Reply("leaderboard_schedule", {"cohort": self.leaderboards.set_schedule(
+                user_id, args.positional[0], weekday=args.one("weekday"), at=args.one("time"), off=off)})
         return Reply("help", {"unknown": f"cohort {action}", "organizer": self.cohorts.is_any_organizer(user_id)})
 
     @staticmethod
@@ -158,3 +174,38 @@ class CommandHandler:
         if len(tokens) != 1:
             raise FieldError("name", f"Name one cohort: `/study {command} NAME`.")
         return tokens[0]
+
+    def _leaderboard(self, verb: str, tokens: list[str], user_id: str) -> Reply:
+        """leaderboard, export, disqualify, requalify, regrade (services/leaderboards.py)."""
+        from studybot.services.leaderboards import CSV_COLUMNS, MODES
+
+        boards = self.leaderboards
+        if verb == "leaderboard":
+            public = "--public" in tokens
+            args = parse([t for t in tokens if t != "--public"], set())
+            if not args.positional or len(args.positional) > 2:
+                raise FieldError("exercise", f"Name the exercise: `{USAGE['leaderboard']}`.")
+            first, cohort = args.positional[0], (args.positional[1] if len(args.positional) > 1 else None)
+            if first.lower() in MODES:
+                return Reply("leaderboard_mode", boards.set_mode(user_id, first, cohort))
+            return Reply("leaderboard", {"board": boards.board(user_id, first, cohort, public=public)}, public=public)
+        if verb == "export":
+            args = parse(tokens, set())
+            if not args.positional or len(args.positional) > 2:
+                raise FieldError("exercise", f"Name the exercise: `{USAGE['export']}`.")
+            export = boards.send_export(user_id, args.positional[0],
+                                        args.positional[1] if len(args.positional) > 1 else None)
+            return Reply("export_ready", {"export": export, "columns": CSV_COLUMNS})
+        if verb == "disqualify":
+            args = parse(tokens, {"reason"})
+            if len(args.positional) != 1:
+                raise FieldError("submission", f"Name one submission: `{USAGE['disqualify']}`.")
+            info = boards.disqualify(user_id, args.positional[0], args.one("reason") or "")
+            return Reply("disqualified", {"info": info, "action": "disqualified", "to_learner": False})
+        args = parse(tokens, set())
+        if len(args.positional) != 1:
+            raise FieldError("submission", f"Name one submission: `/study {verb} SUBMISSION_ID`.")
+        if verb == "requalify":
+            info = boards.requalify(user_id, args.positional[0])
+            return Reply("disqualified", {"info": info, "action": "requalified", "to_learner": False})
+        return Reply("regrade_queued", {"info": boards.regrade(user_id, args.positional[0])})
