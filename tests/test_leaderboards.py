@@ -280,7 +280,7 @@ def test_record_broken_only_for_a_new_strictly_faster_number_one(bot):
     first = submit(db, "ada", 50.0, minutes=1)
     record = boards.record_broken(first)
     assert record["previous"] is None and record["channel_id"] == "fastai" and record["holder"]["user_id"] == "ada"
-    assert render("leaderboard_record", record=record).text == \
+    assert render("leaderboard_record", **record).text == \
         "First on the digits board in fastai: <@ada> trained in 50.0 s to 97.5%."
     assert boards.record_broken(submit(db, "cy", 60.0, minutes=2)) is None  # slower
     assert boards.record_broken(submit(db, "cy", 50.0, minutes=3)) is None  # a tie is not a record
@@ -291,14 +291,29 @@ def test_record_broken_only_for_a_new_strictly_faster_number_one(bot):
     record = boards.record_broken(bob)
     assert record["holder"]["user_id"] is None and record["holder"]["label"].startswith("anonymous ")
     assert record["previous"]["user_id"] == "ada" and record["speedup"] == pytest.approx(1.25)
-    message = render("leaderboard_record", record=record)
+    message = render("leaderboard_record", **record)
     assert "bob" not in message.text + json.dumps(message.blocks)
     assert "1.25× faster than <@ada>'s 50.0 s" in message.text
     faster = submit(db, "bob", 32.0, minutes=8)
     assert boards.record_broken(faster)["same_holder"] is True
-    assert "their own 40.0 s" in render("leaderboard_record", record=boards.record_broken(faster)).text
+    assert "their own 40.0 s" in render("leaderboard_record", **boards.record_broken(faster)).text
     assert boards.record_broken(bob) is None  # no longer #1
     assert boards.record_broken(999) is None
+
+
+def test_rank_of_tells_the_result_dm_where_the_learner_stands(bot):
+    start(bot)
+    bot.say("/study leaderboard optout", as_user="dee")
+    db, boards = bot.services.db, bot.services.leaderboards
+    ada = submit(db, "ada", 50.0, minutes=1)
+    assert boards.rank_of(ada) == {"rank": 1, "of": 1, "previous": None}
+    bob = submit(db, "bob", 40.0, minutes=2)
+    assert boards.rank_of(bob) == {"rank": 1, "of": 2, "previous": None}
+    ada_faster = submit(db, "ada", 30.0, minutes=3)
+    assert boards.rank_of(ada_faster) == {"rank": 1, "of": 2, "previous": 2}
+    assert boards.rank_of(submit(db, "ada", 60.0, minutes=4)) == {"rank": 1, "of": 2, "previous": 1}  # not her best
+    assert boards.rank_of(submit(db, "dee", 10.0, minutes=5)) is None  # hidden
+    assert boards.rank_of(submit(db, "cy", 10.0, status="timeout", minutes=6)) is None
 
 
 def test_a_late_graded_tie_that_wins_on_submission_time_is_not_a_record(bot):
@@ -498,7 +513,7 @@ def test_every_leaderboard_template_renders_valid_block_kit(bot):
     contexts = {
         "leaderboard": dict(board=board),
         "leaderboard_weekly": dict(cohort=schedule, week="2027-W03", boards=[board, board], top=10),
-        "leaderboard_record": dict(record=record),
+        "leaderboard_record": record,
         "leaderboard_mode": dict(cohort_name="fastai", mode="anonymous", pseudonym="anonymous otter"),
         "leaderboard_schedule": dict(cohort=schedule),
         "disqualified": dict(info=info, action="disqualified", to_learner=False),

@@ -304,7 +304,7 @@ class Leaderboards:
         """After a submission passed: the facts for the channel post if it is the new #1 of its cohort's
         board for its exercise (strictly faster than the previous #1, or the first passing entry); else None.
 
-        Post it with ``chat.post(record["channel_id"], render("leaderboard_record", record=record))``.
+        Post it with ``chat.post(record["channel_id"], render("leaderboard_record", **record))``.
         Pure: calling it twice answers the same, so the caller posts it once (e.g. with its notified state).
         Hidden learners are never on a board, so never in a record; anonymous ones appear by pseudonym."""
         with self.db.session() as s:
@@ -335,6 +335,23 @@ class Leaderboards:
                 "same_holder": previous is not None and previous.label == holder.label,
                 "entries": len(now_board),
             }
+
+    def rank_of(self, submission_id: int) -> dict[str, Any] | None:
+        """The learner's place on the board once this submission counts: {"rank", "of", "previous"}
+        (previous: their rank without it, None if it made them a new entry). None when the submission
+        does not count or the learner is hidden. For the result DM (services/feedback.py)."""
+        with self.db.session() as s:
+            submission = s.get(Submission, submission_id)
+            if (submission is None or submission.status != "passed" or submission.disqualified_at is not None
+                    or submission.lane != "ranked" or submission.cohort_id is None or submission.train_seconds is None):
+                return None
+            cohort = s.get(Cohort, submission.cohort_id)
+            now = [sub.user_id for sub, _ in self._best(s, cohort, submission.exercise_id)]
+            if submission.user_id not in now:
+                return None
+            before = [sub.user_id for sub, _ in self._best(s, cohort, submission.exercise_id, exclude=submission.id)]
+            previous = before.index(submission.user_id) + 1 if submission.user_id in before else None
+            return {"rank": now.index(submission.user_id) + 1, "of": len(now), "previous": previous}
 
     # ---- the weekly post ---------------------------------------------------------------------
 
@@ -501,6 +518,20 @@ class Leaderboards:
     def _ranked(self, s: Session, cohort: Cohort, exercise: str, *, viewer: str | None = None,
                 exclude: int | None = None) -> list[Entry]:
         """Each current, non-hidden member's best counting submission; fastest first, ties to the earlier."""
+        best = self._best(s, cohort, exercise, exclude=exclude)
+        labels = self._pseudonyms(s, cohort) if any(m.leaderboard_mode == "anonymous" for _, m in best) else {}
+        entries = []
+        for rank, (submission, membership) in enumerate(best, start=1):
+            named = membership.leaderboard_mode == "named"
+            entries.append(Entry(
+                rank=rank, submission_id=submission.id,
+                label=submission.user_id if named else labels[membership.id], user_id=submission.user_id if named else None,
+                seconds=submission.train_seconds, accuracy=submission.accuracy, speed_ratio=submission.speed_ratio,
+                created_at=submission.created_at, is_you=viewer is not None and submission.user_id == viewer))
+        return entries
+
+    def _best(self, s: Session, cohort: Cohort, exercise: str,
+              exclude: int | None = None) -> list[tuple[Submission, Membership]]:
         rows = s.execute(select(Submission, Membership).join(Membership, (Membership.cohort_id == Submission.cohort_id)
                                                              & (Membership.user_id == Submission.user_id)).where(
             *self._counting(cohort, exercise), Membership.left_at.is_(None), Membership.leaderboard_mode != "hidden",
@@ -509,16 +540,7 @@ class Leaderboards:
         for submission, membership in rows:  # already in board order: the first per learner is their best
             if submission.id != exclude and submission.user_id not in best:
                 best[submission.user_id] = (submission, membership)
-        labels = self._pseudonyms(s, cohort) if any(m.leaderboard_mode == "anonymous" for _, m in best.values()) else {}
-        entries = []
-        for rank, (submission, membership) in enumerate(best.values(), start=1):
-            named = membership.leaderboard_mode == "named"
-            entries.append(Entry(
-                rank=rank, submission_id=submission.id,
-                label=submission.user_id if named else labels[membership.id], user_id=submission.user_id if named else None,
-                seconds=submission.train_seconds, accuracy=submission.accuracy, speed_ratio=submission.speed_ratio,
-                created_at=submission.created_at, is_you=viewer is not None and submission.user_id == viewer))
-        return entries
+        return list(best.values())
 
     def _csv(self, s: Session, cohort: Cohort, exercise: str) -> tuple[str, bytes, int]:
         modes = {m.user_id: m.leaderboard_mode for m in s.scalars(select(Membership).where(
