@@ -44,7 +44,7 @@ def data_dir_from(args) -> pathlib.Path:
 class PlainProgress:
     """One line per step, on stderr: for logs, pipes and --json."""
 
-    def __init__(self, stream=sys.stderr):
+    def __init__(self, stream=None):
         self.stream = stream
 
     def __call__(self, kind: str, **f) -> None:
@@ -61,7 +61,7 @@ class PlainProgress:
             line = f"{run}: {f['status']}: {f['message']}"
         else:
             return  # per-epoch reports are too chatty for plain logs
-        print(line, file=self.stream, flush=True)
+        print(line, file=self.stream or sys.stderr, flush=True)
 
     def close(self):
         pass

@@ -304,7 +304,7 @@ def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, s
     job = JobPaths(workspace / f"run{run_index}")
     job.create(code)
     curve = []
-    sandbox = Sandbox(job, device=device, memory_limit_mb=spec.memory_limit_mb,
+    sandbox = Sandbox(job, device=device, memory_limit_mb=spec.memory_limit_mb, prime=not spec.warmup,
                       unsafe_no_sandbox=unsafe_no_sandbox)
     talk = _Conversation(sandbox, run_index, progress, curve)
     failure = None

@@ -9,7 +9,8 @@ What the learner's code sees (one fresh sandbox per timed run):
     /sandbox/data                            x_train, y_train, x_test as .npy, read-only; never labels of the test set
     /sandbox/out/predictions.npy             the one writable host file, capped by RLIMIT_FSIZE
     /scratch (= /tmp = $HOME = cwd)          private tmpfs with a size cap, gone when the run ends
-    /proc, a minimal /dev                    plus, for CUDA, read-only /sys and only the assigned GPU's nodes
+    /proc, a minimal read-only /dev          with a size-capped /dev/shm; for CUDA, read-only /sys and
+                                             only the assigned GPU's device nodes
 
 It runs with every namespace unshared (no network: only a loopback nobody listens on), a new
 session, a cleared environment, nested user namespaces disabled, and rlimits on processes,
@@ -46,6 +47,7 @@ from grader.errors import SandboxUnavailable
 SANDBOX_UID = 65534                   # "nobody": who learner code runs as when the grader is root
 SANDBOX_GID = 65534                   # "nogroup"
 SCRATCH_BYTES = 1 << 30               # size cap of the /scratch tmpfs (bytes; counts as memory)
+SHM_BYTES = 256 << 20                 # size cap of the /dev/shm tmpfs, for multiprocessing (bytes)
 MAX_FILE_BYTES = 256 << 20            # RLIMIT_FSIZE: largest file the sandbox may write (bytes)
 MAX_PROCESSES = 256                   # RLIMIT_NPROC for the sandbox uid: processes + threads
 MAX_OPEN_FILES = 1024                 # RLIMIT_NOFILE
@@ -190,9 +192,10 @@ def python_roots() -> list[pathlib.Path]:
 class Sandbox:
     """One bwrap'd runner process and its three pipes (commands, events, merged output)."""
 
-    def __init__(self, job: JobPaths, *, device: str, memory_limit_mb: int,
+    def __init__(self, job: JobPaths, *, device: str, memory_limit_mb: int, prime: bool = False,
                  unsafe_no_sandbox: bool = False):
         self.job = job
+        self.prime = prime
         self.device = device
         self.memory_limit_bytes = memory_limit_mb << 20
         self.unsafe_no_sandbox = unsafe_no_sandbox
@@ -231,7 +234,7 @@ class Sandbox:
                 "--code", f"{IN_CODE if inside else self.job.code}/solution.py",
                 "--data", IN_DATA if inside else str(self.job.data),
                 "--out", IN_OUT if inside else str(self.job.out_file),
-                "--device", self.device]
+                "--device", self.device] + (["--prime"] if self.prime else [])
 
     def _rlimits(self) -> list[str]:
         limits = ["prlimit", f"--nproc={MAX_PROCESSES}", f"--fsize={MAX_FILE_BYTES}",
@@ -280,11 +283,12 @@ class Sandbox:
                  "--size", str(SCRATCH_BYTES), "--tmpfs", IN_SCRATCH,
                  "--symlink", IN_SCRATCH, "/tmp",
                  "--chdir", IN_SCRATCH,
-                 "--proc", "/proc", "--dev", "/dev"]
+                 "--proc", "/proc", "--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm"]
         if self.device == "cuda":
             args += ["--ro-bind", "/sys", "/sys"]
             for node in GPU_CONTROL_NODES + (f"/dev/nvidia{GPU_INDEX}",):
                 args += ["--dev-bind-try", node, node]
+        args += ["--remount-ro", "/dev"]  # bwrap's /dev is an uncapped tmpfs: no files there
         args += ["--"] + self._runner_args(cmd_fd, event_fd, inside=True)
         return _privilege_drop(staged) + self._rlimits() + args
 
