@@ -69,8 +69,10 @@ def main(argv=None) -> int:
     parser.add_argument("exercises", nargs="*", metavar="EXERCISE",
                         help=f"any of {', '.join(CPU_EXERCISES)} (default: all)")
     parser.add_argument("--runs", type=int, help="runs per exercise (default: the spec's)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch intra-op threads (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default: %(default)s; on a shared 2-core machine "
+                             "two threads ran these small models up to 15x slower whenever another "
+                             "process was busy, one thread only ~1.3x slower than two on a quiet one)")
     parser.add_argument("--data-dir", type=pathlib.Path, default=ROOT / "data",
                         help="where mnist1d is cached (default: %(default)s)")
     args = parser.parse_args(argv)
