@@ -31,6 +31,7 @@ class Settings:
     reminder_lead: timedelta = timedelta(hours=24)  # reminder DM this long before a lesson's deadline
     tick_seconds: int = 20  # scheduler poll interval; posts go out within this of their due time
     channel_post_interval: float = 1.1  # seconds between posts to one channel (Slack allows ~1/s)
+    daily_quota: int = 5  # ranked submissions per learner per exercise per UTC day, as on Kaggle
 
     @property
     def has_slack(self) -> bool:
@@ -113,6 +114,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         optional["reminder_lead"] = _duration("STUDYBOT_REMINDER_LEAD", raw)
     if raw := get("STUDYBOT_TICK_SECONDS"):
         optional["tick_seconds"] = int(_positive_number("STUDYBOT_TICK_SECONDS", raw, int))
+    if raw := get("STUDYBOT_DAILY_QUOTA"):
+        optional["daily_quota"] = int(_positive_number("STUDYBOT_DAILY_QUOTA", raw, int))
     if raw := get("STUDYBOT_CHANNEL_POST_INTERVAL"):
         optional["channel_post_interval"] = float(_positive_number("STUDYBOT_CHANNEL_POST_INTERVAL", raw, float))
 

@@ -29,6 +29,12 @@ class Chat(Protocol):
     def dm(self, user_id: str, message: Message) -> str:
         """Send a direct message to one user; returns the message id."""
 
+    def open_dm(self, user_id: str) -> str:
+        """The id of the direct-message channel with one user (to post there and edit later)."""
+
+    def update(self, channel_id: str, message_id: str, message: Message) -> None:
+        """Replace a message the bot posted (progress that moves along: queued, running, result)."""
+
     def find_post(self, channel_id: str, *, since: datetime, event_type: str, key: str) -> str | None:
         """The id of a post made since ``since`` whose metadata names (event_type, key), if any.
 

@@ -19,7 +19,6 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import text
 
 from studybot.db.engine import Database
-from studybot.services.deliveries import Deliveries
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +57,12 @@ def clock_lock(db: Database, lock_path: Path, stop: threading.Event,
         yield True
 
 
-def run_clock(deliveries: Deliveries, db: Database, lock_path: Path, tick_seconds: int,
-              stop: threading.Event | None = None) -> None:
+FEEDBACK_SECONDS = 2  # how often grading progress and results are brought to learners' DMs
+
+
+def run_clock(services, lock_path: Path, tick_seconds: int, stop: threading.Event | None = None) -> None:
+    """Tick lesson deliveries and weekly leaderboards every ``tick_seconds``, feedback every 2 s."""
+    deliveries, db = services.deliveries, services.db
     stop = stop or threading.Event()
     with clock_lock(db, lock_path, stop, retry_seconds=min(tick_seconds, STANDBY_RETRY_SECONDS)) as held:
         if not held:
@@ -73,9 +76,18 @@ def run_clock(deliveries: Deliveries, db: Database, lock_path: Path, tick_second
                 log.info("tick: posted %s, reminded %d, skipped %s, failed %s",
                          report.posted, len(report.reminded), report.skipped, report.failed)
 
+        def leaderboards() -> None:
+            posted = services.leaderboards.tick()
+            if posted:
+                log.info("weekly leaderboards posted: %s", posted)
+
+        def feedback() -> None:
+            services.feedback.tick()
+
         # coalesce + max_instances=1: a slow tick is never run twice at once or replayed in a burst.
-        scheduler.add_job(tick, IntervalTrigger(seconds=tick_seconds), id="deliveries", coalesce=True,
-                          max_instances=1, next_run_time=deliveries.clock.now(), misfire_grace_time=None)
+        for job, seconds in ((tick, tick_seconds), (leaderboards, tick_seconds), (feedback, FEEDBACK_SECONDS)):
+            scheduler.add_job(job, IntervalTrigger(seconds=seconds), id=job.__name__, coalesce=True,
+                              max_instances=1, next_run_time=deliveries.clock.now(), misfire_grace_time=None)
         watcher = threading.Thread(target=lambda: (stop.wait(), scheduler.shutdown(wait=False)), daemon=True)
         watcher.start()
         scheduler.start()

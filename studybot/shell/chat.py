@@ -55,13 +55,20 @@ class ShellChat:
 
     def post(self, channel_id: str, message: Message, *, metadata: dict | None = None) -> str:
         stamp = self.clock.now().strftime("%a %d %b %Y %H:%M UTC")
-        self.out.write(f"\n── #{channel_id} · {stamp} ──\n{to_plain(message.text)}\n")
+        where = f"DM to {channel_id}" if channel_id.startswith("@") else f"#{channel_id}"
+        self.out.write(f"\n── {where} · {stamp} ──\n{to_plain(message.text)}\n")
         return self._record(channel_id, message, metadata)
 
     def dm(self, user_id: str, message: Message) -> str:
+        return self.post(self.open_dm(user_id), message)
+
+    def open_dm(self, user_id: str) -> str:
+        return f"@{user_id}"
+
+    def update(self, channel_id: str, message_id: str, message: Message) -> None:
         stamp = self.clock.now().strftime("%a %d %b %Y %H:%M UTC")
-        self.out.write(f"\n── DM to @{user_id} · {stamp} ──\n{to_plain(message.text)}\n")
-        return self._record(f"@{user_id}", message, None)
+        where = f"DM to {channel_id}" if channel_id.startswith("@") else f"#{channel_id}"
+        self.out.write(f"\n── {where} · {stamp} (updated) ──\n{to_plain(message.text)}\n")
 
     def find_post(self, channel_id: str, *, since: datetime, event_type: str, key: str) -> str | None:
         for posted in self.posted:

@@ -17,6 +17,7 @@ from studybot.shell.chat import to_plain
 
 SHELL_HELP = """Shell commands:
   /study ...            the slash command, e.g. /study help
+  /study submit EXERCISE PATH   grade a notebook here, on the CPU (e.g. exercises/digits/reference.ipynb)
   :as NAME [admin]      speak as another user (admin: a workspace admin)
   :advance DURATION     move the clock forward, e.g. :advance 1w, 3d, 12h, 30m; due posts appear
   :now                  show the clock
@@ -67,6 +68,12 @@ class Shell:
         return keep_going
 
     def _study(self, text: str) -> None:
+        words = text.split()
+        if len(words) == 3 and words[0].lower() == "submit":  # the shell's form: submit EXERCISE PATH
+            from studybot.shell.grading import submit_and_grade
+
+            submit_and_grade(self.services, self.user, words[1], words[2], self.say)
+            return
         reply = self.services.commands.handle(text, self.user)
         self.say(to_plain(render(reply.template, **reply.context).text))
 
@@ -118,6 +125,8 @@ class Shell:
 
     def _tick(self) -> None:
         self.services.deliveries.tick()
+        self.services.leaderboards.tick()
+        self.services.feedback.tick()
 
 
 def start_clock() -> ManualClock:

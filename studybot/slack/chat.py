@@ -88,8 +88,10 @@ class SlackChat:
         self._call("chat_update", channel=channel_id, ts=ts, text=message.text, blocks=message.blocks or None)
 
     def dm(self, user_id: str, message: Message) -> str:
-        channel = self._call("conversations_open", users=user_id)["channel"]["id"]
-        return self.post(channel, message)
+        return self.post(self.open_dm(user_id), message)
+
+    def open_dm(self, user_id: str) -> str:
+        return self._call("conversations_open", users=user_id)["channel"]["id"]
 
     def find_post(self, channel_id: str, *, since: datetime, event_type: str, key: str) -> str | None:
         cursor = None

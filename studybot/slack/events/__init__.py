@@ -4,6 +4,7 @@ Slack keeps retrying (see ../shared/reference/slack.md, pitfall 11)."""
 from __future__ import annotations
 
 import logging
+import time
 
 from slack_bolt import App
 from sqlalchemy import select
@@ -12,8 +13,11 @@ from studybot.bootstrap import Services
 from studybot.db.models import Cohort
 from studybot.messages import render
 from studybot.slack.home import publish_home
+from studybot.slack.uploads import take_upload
 
 log = logging.getLogger(__name__)
+
+FILE_SHARED_GRACE_SECONDS = 2.0  # how long file_shared waits for the richer message event
 
 
 def register(app: App, services: Services) -> None:
@@ -25,6 +29,10 @@ def register(app: App, services: Services) -> None:
         if event.get("bot_id") or event.get("subtype") not in (None, "file_share"):
             return  # our own posts, edits and joins are not requests
         if event.get("channel_type") != "im":
+            return
+        if event.get("files"):
+            for shared in event["files"]:
+                take_upload(services, client, event["user"], shared["id"], event.get("text"))
             return
         message = render("dm_help")
         client.chat_postMessage(channel=event["channel"], text=message.text, blocks=message.blocks)
@@ -42,6 +50,14 @@ def register(app: App, services: Services) -> None:
         message = render("channel_welcome", cohort_name=name)
         client.chat_postEphemeral(channel=event["channel"], user=event["user"], text=message.text, blocks=message.blocks)
 
+    def file_shared(event, client):
+        # Slack also sends a `message` event (with the exercise id as its text) for the same upload.
+        # Give that one a head start; whichever comes second finds the file taken (UNIQUE file id).
+        if event.get("channel_type", "im") != "im" and not str(event.get("channel_id", "")).startswith("D"):
+            return
+        time.sleep(FILE_SHARED_GRACE_SECONDS)
+        take_upload(services, client, event["user_id"], event["file_id"], None)
+
     def uninstalled(event):
         log.warning("Slack says %s: the bot token no longer works until the app is reinstalled", event.get("type"))
 
@@ -49,5 +65,6 @@ def register(app: App, services: Services) -> None:
     app.event("message")(direct_message)
     app.event("app_mention")(app_mention)
     app.event("member_joined_channel")(member_joined_channel)
+    app.event("file_shared")(file_shared)
     app.event("tokens_revoked")(uninstalled)
     app.event("app_uninstalled")(uninstalled)

@@ -1,0 +1,50 @@
+"""`/study submit EXERCISE PATH` in the shell: queue the notebook, grade it with an in-process
+worker on this machine's CPU, and show the same edited DM message as Slack would."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from studybot.bootstrap import Services
+from studybot.errors import InputError, StudybotError
+from studybot.messages import render
+from studybot.services.feedback import FINAL_PREFIX
+
+GRADE_TIMEOUT_SECONDS = 30 * 60  # the shell waits this long for a result before giving up on showing it
+POLL_SECONDS = 0.5
+
+
+def submit_and_grade(services: Services, user_id: str, exercise: str, path: str, say) -> None:
+    file = Path(path).expanduser()
+    try:
+        if not file.is_file():
+            raise InputError(f"There is no file {path!r}.")
+        accepted = services.submissions.submit(user_id, file.read_bytes(), filename=file.name, exercise=exercise,
+                                               source="shell")
+    except StudybotError as error:
+        message = render("submission_rejected", error=error, field=getattr(error, "field", None))
+        services.chat.post(services.chat.open_dm(user_id), message)
+        return
+    submission = services.submissions.get(accepted.submission_id)
+    channel = services.chat.open_dm(user_id)
+    ts = services.chat.post(channel, render("submission", **services.feedback.context(
+        submission, services.submissions.job(submission.id))))
+    services.submissions.attach_message(submission.id, channel, ts, "queued")
+    try:
+        from grader.work import Worker
+    except ImportError:
+        say("Queued. The shell grades with the grader extra, which is not installed here: "
+            "run `scripts/setup --all`, or start `grader work` beside the shell.")
+        return
+    worker = Worker(services.queue, worker_id="shell", drain=True)
+    thread = threading.Thread(target=worker.run, name="shell-grader", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + GRADE_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        changed = services.feedback.tick()
+        if any(sid == submission.id and state.startswith(FINAL_PREFIX) for sid, state in changed):
+            break
+        time.sleep(POLL_SECONDS)
+    thread.join(timeout=5)

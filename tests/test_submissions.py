@@ -1,0 +1,158 @@
+"""Submitting from Slack: a DM upload becomes one queued submission, answered at once; results
+come back by editing that message, retried through Slack's 429 and 500 answers."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import func, select
+
+from studybot.db.models import GradingJob, Notebook, Submission
+from studybot.errors import InputError
+from studybot.services.submissions import check_notebook
+from studybot.slack import events as slack_events
+from tests.conftest import SIGNING_SECRET
+from tests.support import signed_requests as slack
+from tests.support.waiting import eventually
+
+CREATE = "cohort create fastai --channel <#CSTUDY|fastai-study> --start 2027-01-05 --time 18:00 --tz Europe/Berlin"
+
+
+def notebook(source: str = "def train(x, y, *, seed, device, report=None):\n    return None") -> bytes:
+    return json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+                       "cells": [{"cell_type": "code", "id": "a1", "metadata": {}, "execution_count": None,
+                                  "outputs": [], "source": "#| export\n" + source}]}).encode()
+
+
+def count(app, model) -> int:
+    with app.services.db.session() as s:
+        return s.scalar(select(func.count()).select_from(model))
+
+
+def submission_row(app, **expected):
+    with app.services.db.session() as s:
+        row = s.scalar(select(Submission).order_by(Submission.id.desc()))
+        return row if row is not None and all(getattr(row, k) == v for k, v in expected.items()) else None
+
+
+def upload(app, content, name="solution.ipynb", text="digits", user="U1", event_id=None):
+    info = app.fake.add_file(name, content, user=user)
+    event = {"type": "message", "subtype": "file_share", "channel": f"D{user}", "channel_type": "im", "user": user,
+             "text": text, "ts": "1.2", "files": [{"id": info["id"], "name": name}]}
+    assert slack.event(app.url, SIGNING_SECRET, event, event_id=event_id).status_code == 200
+    return info["id"]
+
+
+@pytest.fixture
+def app(slack_app, monkeypatch):
+    monkeypatch.setattr(slack_events, "FILE_SHARED_GRACE_SECONDS", 0.2)
+    slack.slash_command(slack_app.url, SIGNING_SECRET, text=CREATE, user_id="UADMIN",
+                        response_url=slack_app.fake.response_url("create"))
+    slack_app.fake.wait_for("response_url")
+    slack.slash_command(slack_app.url, SIGNING_SECRET, text="join fastai", user_id="U1")
+    slack_app.fake.reset()
+    return slack_app
+
+
+def test_a_dm_upload_is_stored_queued_and_answered_with_its_position(app):
+    upload(app, notebook())
+    [answer] = app.fake.wait_for("chat.postMessage")
+    assert answer.args["channel"] == "DU1"
+    assert "Notebook received for digits" in answer.args["text"] and "position 1" in answer.args["text"]
+    download = app.fake.calls_to("download")[0]
+    assert download.headers.get("Authorization", download.headers.get("authorization")) == "Bearer xoxb-test-token"
+    submission = eventually(lambda: submission_row(app, dm_ts=answer.response["ts"]))
+    assert (submission.exercise_id, submission.status) == ("digits", "queued")
+    with app.services.db.session() as s:
+        assert submission.cohort_id is not None and s.scalar(select(GradingJob.status)) == "queued"
+        assert s.get(Notebook, submission.notebook_sha256).content == notebook()
+
+
+def test_duplicate_file_shared_events_make_one_submission(app):
+    file_id = upload(app, notebook())
+    app.fake.wait_for("chat.postMessage")
+    for event_id in ("EvA", "EvB"):  # Slack's file_shared for the same upload, and a redelivery
+        assert slack.event(app.url, SIGNING_SECRET, {"type": "file_shared", "file_id": file_id, "user_id": "U1",
+                                                     "channel_id": "DU1", "file": {"id": file_id}},
+                           event_id=event_id).status_code == 200
+    upload_event = {"type": "message", "subtype": "file_share", "channel": "DU1", "channel_type": "im", "user": "U1",
+                    "text": "digits", "ts": "1.2", "files": [{"id": file_id}]}
+    slack.event(app.url, SIGNING_SECRET, upload_event, event_id="EvC", retry_num=1, retry_reason="http_timeout")
+    time.sleep(1.0)  # the file_shared handlers wait FILE_SHARED_GRACE_SECONDS before they look
+    assert count(app, Submission) == 1 and count(app, GradingJob) == 1
+    assert len(app.fake.calls_to("chat.postMessage")) == 1
+
+
+@pytest.mark.parametrize("content, name, words", [
+    (b"not json at all", "solution.ipynb", "not valid notebook JSON"),
+    (b'{"just": "json"}', "solution.ipynb", "not a Jupyter notebook"),
+    (notebook(), "solution.py", "is not a notebook"),
+])
+def test_bad_uploads_are_refused_and_nothing_is_stored(app, content, name, words):
+    upload(app, content, name=name)
+    [answer] = app.fake.wait_for("chat.postMessage")
+    assert words in answer.args["text"] and "Nothing was queued" in answer.args["text"]
+    assert count(app, Submission) == 0 and count(app, Notebook) == 0
+
+
+def test_an_unknown_exercise_is_named(app):
+    upload(app, notebook(), text="cifar-1000")
+    [answer] = app.fake.wait_for("chat.postMessage")
+    assert "There is no exercise 'cifar-1000'" in answer.args["text"] and "digits" in answer.args["text"]
+
+
+def test_study_submit_then_upload_without_text(app):
+    slack.slash_command(app.url, SIGNING_SECRET, text="submit mnist1d", user_id="U1",
+                        response_url=app.fake.response_url("submit"))
+    assert "Ready for your mnist1d notebook" in app.fake.wait_for("response_url")[0].args["text"]
+    upload(app, notebook(), text="")
+    app.fake.wait_for("chat.postMessage")
+    assert eventually(lambda: submission_row(app, exercise_id="mnist1d"))
+
+
+def test_the_daily_quota_is_enforced(app):
+    app.services.submissions.daily_quota = 2
+    for i in range(3):
+        upload(app, notebook(f"x = {i}"))
+        app.fake.wait_for("chat.postMessage", count=i + 1)
+    last = app.fake.calls_to("chat.postMessage")[-1]
+    assert "You have used all 2 digits submissions for today" in last.args["text"]
+    assert count(app, Submission) == 2
+
+
+def test_results_edit_the_message_in_place_through_429_and_500(app):
+    upload(app, notebook())
+    [queued] = app.fake.wait_for("chat.postMessage")
+    eventually(lambda: submission_row(app, dm_ts=queued.response["ts"]))
+    queue = app.services.queue
+    claim = queue.claim("worker-1")
+    assert queue.report_progress(claim.job_id, claim.token, {"run": 2, "runs": 5})
+    app.fake.fail_next("chat.update", status=429, retry_after=1)
+    app.services.feedback.tick()
+    updates = [c for c in app.fake.calls_to("chat.update") if c.ok]
+    assert updates[-1].args["ts"] == queued.response["ts"] and "run 2 of 5" in updates[-1].args["text"]
+
+    result = {"status": "below_target", "message": "mean accuracy 90.00% is below the target 97.00%",
+              "accuracy": 0.9, "accuracy_std": 0.01, "train_seconds": 1.5, "speed_ratio": 0.5, "target": 0.97,
+              "reference": {"accuracy": 0.985, "train_seconds": 0.75}, "log_tail": "epoch 3 loss 0.4",
+              "hardware": {"device_name": "cpu"}, "runs": []}
+    assert queue.finish(claim.job_id, claim.token, result)
+    app.fake.fail_next("chat.update", status=500, times=4)  # more than the client's own retries
+    assert app.services.feedback.tick() == []  # not lost: not marked either
+    assert app.services.feedback.tick() == [(1, "done:below_target")]
+    final = [c for c in app.fake.calls_to("chat.update") if c.ok][-1]
+    assert "below target" in final.args["text"] and "90.00% is below the target" in str(final.args["blocks"])
+    assert "epoch 3 loss 0.4" in str(final.args["blocks"])
+    assert app.services.feedback.tick() == []  # nothing left to say
+
+
+def test_check_notebook_refuses_a_login_page_and_oversize():
+    with pytest.raises(InputError, match="web page instead"):
+        check_notebook(b"<!DOCTYPE html><html>Sign in</html>", "a.ipynb", "text/html")
+    with pytest.raises(InputError, match="the limit is 1 MB"):
+        check_notebook(b"{" + b" " * (2 * 1024 * 1024) + b"}", "a.ipynb", max_bytes=1024 * 1024)
+    with pytest.raises(InputError, match="format 3"):
+        check_notebook(json.dumps({"nbformat": 3, "cells": []}).encode(), "a.ipynb")
