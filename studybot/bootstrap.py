@@ -12,7 +12,10 @@ from studybot.ports import Chat
 from studybot.replies import Replies
 from studybot.services.cohorts import Cohorts
 from studybot.services.deliveries import Deliveries
+from studybot.queue import JobQueue
+from studybot.services.feedback import Feedback
 from studybot.services.leaderboards import Leaderboards
+from studybot.services.submissions import Submissions
 
 
 @dataclass
@@ -23,6 +26,9 @@ class Services:
     cohorts: Cohorts
     deliveries: Deliveries
     leaderboards: Leaderboards
+    queue: JobQueue
+    submissions: Submissions
+    feedback: Feedback
     commands: CommandHandler
     replies: Replies
 
@@ -33,6 +39,10 @@ def build_services(settings: Settings, db: Database, chat: Chat, clock: Clock) -
                             curricula_dir=settings.curricula_dir)
     leaderboards = Leaderboards(db, chat, clock, cohorts, curricula_dir=settings.curricula_dir,
                                 late_grace=settings.late_grace)
-    commands = CommandHandler(cohorts, leaderboards=leaderboards)
+    queue = JobQueue(db, clock)
+    submissions = Submissions(db, clock, queue, daily_quota=settings.daily_quota, curricula_dir=settings.curricula_dir)
+    feedback = Feedback(db, chat, clock, submissions, leaderboards)
+    commands = CommandHandler(cohorts, submissions=submissions, leaderboards=leaderboards)
     return Services(db=db, chat=chat, clock=clock, cohorts=cohorts, deliveries=deliveries, leaderboards=leaderboards,
+                    queue=queue, submissions=submissions, feedback=feedback,
                     commands=commands, replies=Replies(db, commands))

@@ -84,9 +84,10 @@ READ_ONLY_VERBS = frozenset({"lesson", "schedule", "status", "join", "leave"})
 
 
 class CommandHandler:
-    def __init__(self, cohorts: Cohorts, leaderboards=None) -> None:
+    def __init__(self, cohorts: Cohorts, submissions=None, leaderboards=None) -> None:
         self.cohorts = cohorts
         self.leaderboards = leaderboards  # services.leaderboards.Leaderboards
+        self.submissions = submissions  # services.submissions.Submissions
 
     @staticmethod
     def answers_from_database(text: str) -> bool:
@@ -119,6 +120,13 @@ class CommandHandler:
             return Reply("lesson", {"cohort": cohort, "slot": cohort.current or cohort.upcoming})
         if verb == "schedule":
             return Reply("schedule", {"cohort": self.cohorts.view(user_id, rest[0] if rest else None)})
+        if verb == "submit":
+            if len(rest) != 1:
+                raise FieldError("exercise", "Name the exercise: `/study submit EXERCISE`, then send me the notebook.")
+            exercise = self.submissions.intend(user_id, rest[0])
+            return Reply("submit_ready", {"exercise": exercise,
+                                          "quota_left": self.submissions.quota_left(user_id, exercise),
+                                          "daily_quota": self.submissions.daily_quota})
         if verb == "status":
             return Reply("status", {"cohorts": self.cohorts.cohorts_of(user_id),
                                     "submitted": self.cohorts.submitted_exercises(user_id)})
