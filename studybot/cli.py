@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply database migrations")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=os.environ.get("STUDYBOT_LOG_LEVEL", "INFO"),
+    # The shell is a conversation on the terminal: only warnings interrupt it.
+    quiet = args.command == "shell" or (args.command is None and not os.environ.get("SLACK_BOT_TOKEN"))
+    logging.basicConfig(level=os.environ.get("STUDYBOT_LOG_LEVEL", "WARNING" if quiet else "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings()
