@@ -313,6 +313,11 @@ class Worker:
                     why = f"no successful heartbeat for {time.monotonic() - heart.last_ok:.0f} s"
                 if why:
                     child.kill()
+                    # A result the child had already completed (say this process was frozen
+                    # meanwhile) is still offered: finish() takes it only if the token holds.
+                    late = child.drain_result(timeout=2.0)
+                    if late is not None:
+                        return self._record(claim, late, plot, started)
                     log.warning("job %s: lost the lease (%s): grading killed, nothing reported", claim.job_id, why)
                     return "fenced"
                 if self.stopping and (self.abandon or time.monotonic() - self.stop_requested_at > self.stop_grace):
@@ -437,6 +442,15 @@ class GradingChild:
             self._eof = True
         return message
 
+    def drain_result(self, timeout: float) -> dict | None:
+        """After a kill: read what is left until the end of the stream; the result, if any."""
+        deadline = time.monotonic() + timeout
+        while not self._eof and time.monotonic() < deadline:
+            message = self.next_message(timeout=max(0.0, deadline - time.monotonic()))
+            if message is not None and message.get("type") == "result":
+                return message["result"]
+        return None
+
     @property
     def exited(self) -> bool:
         """The child is gone and everything it said has been read."""
@@ -519,6 +533,9 @@ def main(args, load_dataset=None) -> int:
     from studybot.errors import ConfigError
     from studybot.queue import JobQueue
 
+    early_signals = []  # a SIGTERM while starting up: stop before claiming anything
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, _frame: early_signals.append(number))
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s grader-work[%(process)d] %(levelname)s %(message)s")
     lanes = tuple(lane.strip() for lane in args.lanes.split(",") if lane.strip())
@@ -541,6 +558,8 @@ def main(args, load_dataset=None) -> int:
         sandbox.check_available()  # SandboxUnavailable: cli.main says why, exit status 3
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     database = Database(settings.database_url)
+    if database.is_postgres:
+        _abort_stuck_transactions(database, max(1.0, args.lease / 4))
     queue = JobQueue(database, lease=timedelta(seconds=args.lease))
     try:
         queue.counts()
@@ -552,6 +571,8 @@ def main(args, load_dataset=None) -> int:
                     data_dir=data_dir_from(args), unsafe=args.unsafe, noop=args.noop, once=args.once,
                     drain=args.drain, stop_grace=args.stop_grace, load_dataset=load_dataset)
     worker.install_signal_handlers()
+    if early_signals:
+        worker._on_signal(early_signals[0], None)
     try:
         return worker.run()
     finally:
@@ -559,6 +580,26 @@ def main(args, load_dataset=None) -> int:
 
 
 # ---- helpers ------------------------------------------------------------------------------------
+
+def _abort_stuck_transactions(database, seconds: float) -> None:
+    """PostgreSQL ends this worker's sessions that sit idle inside a transaction for `seconds`.
+
+    Our transactions last milliseconds; one left open means this process froze in the middle of
+    one (SIGSTOP, a VM paused, a stuck disk). Its row lock on the job would otherwise make the
+    claim's SKIP LOCKED pass the job over until the process resumes, so nobody could take it
+    over. (SQLite has no such remedy: a process frozen inside a write transaction holds the
+    database's write lock until it resumes or dies. That is one more reason SQLite is for one
+    machine, and PostgreSQL for a fleet.)"""
+    from sqlalchemy import event
+
+    @event.listens_for(database.engine, "connect")
+    def _set_timeout(dbapi_connection, _record):
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {int(seconds * 1000)}")
+        dbapi_connection.autocommit = autocommit
+
 
 def _reference_to(function) -> str | None:
     if function is None:

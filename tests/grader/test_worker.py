@@ -1,0 +1,367 @@
+"""`grader work` as real processes against real databases, grading in the real sandbox.
+
+The tiny exercise's dataset is synthetic, so the workers run as
+``python -c "...main(argv, load_dataset=load_blobs)" work ...``: the same CLI entry point with the
+test dataset loader handed in (as `grader grade` tests do in-process). One test runs the
+installed `grader` console script itself.
+
+Covered: a job graded end to end; an unknown exercise; an infrastructure failure retried with
+backoff; a worker SIGKILLed mid-job (its grading dies with it; another worker re-runs the job once
+the lease expires); a frozen worker (SIGSTOP) that wakes up after another took its job over and
+whose result is refused; SIGTERM mid-job (the job goes back to the queue at once); and four
+worker processes on PostgreSQL sharing 200 jobs, each claimed and finished exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import select
+
+from studybot.db.engine import Database
+from studybot.db.models import GradingJob, Notebook, Submission
+from studybot.queue import JobQueue
+from tests.grader.grader_support import EXERCISES, reference_source, write_notebook
+from tests.support.databases import fresh_postgres_schema
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+WORKER = ("import sys; from grader.cli import main; from tests.grader.grader_support import load_blobs; "
+          "sys.exit(main(sys.argv[1:], load_dataset=load_blobs))")
+GRADER_SCRIPT = pathlib.Path(sys.executable).parent / "grader"
+MARKER = "NOTEBOOK-CONTENT-MARKER-7f3a"  # must never show up in a worker's log
+SLEEP_AT_LOAD = 2.0  # seconds the slow notebook sleeps while its cells load (off the clock)
+WAIT = 120.0  # generous: CI machines are small and shared
+
+
+@pytest.fixture
+def sqlite_db(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'queue.sqlite3'}")
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def notebooks(tmp_path):
+    def make(sleep: float = 0.0) -> bytes:
+        prelude = f"# {MARKER}\nimport time\ntime.sleep({sleep})\n" if sleep else f"# {MARKER}\n"
+        return write_notebook(tmp_path / f"nb-{sleep}.ipynb", prelude + reference_source()).read_bytes()
+    return make
+
+
+class Workers:
+    """Worker processes started by a test, each logging to its own file; all killed at the end."""
+
+    def __init__(self, tmp_path: pathlib.Path, data_dir: pathlib.Path):
+        self.tmp_path, self.data_dir = tmp_path, data_dir
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, database_url: str, *args: str, script: bool = False, env: dict | None = None):
+        command = ([str(GRADER_SCRIPT)] if script else [sys.executable, "-c", WORKER]) + [
+            "work", "--worker-id", name, "--exercises-dir", str(EXERCISES), "--data-dir", str(self.data_dir), *args]
+        environment = {**os.environ, "DATABASE_URL": database_url, "SLACK_BOT_TOKEN": "xoxb-must-not-leak",
+                       "SLACK_SIGNING_SECRET": "must-not-leak-either", **(env or {})}
+        with open(self.tmp_path / f"{name}.log", "wb") as log:
+            process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+        self.processes[name] = process
+        return process
+
+    def log(self, name: str) -> str:
+        return (self.tmp_path / f"{name}.log").read_text()
+
+    def wait(self, name: str, timeout: float = WAIT) -> int:
+        try:
+            return self.processes[name].wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"worker {name} did not exit; its log:\n{self.log(name)}")
+
+    def close(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGCONT)
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.wait()
+
+
+@pytest.fixture
+def workers(tmp_path, data_dir, sandbox_ready):
+    started = Workers(tmp_path, data_dir)
+    yield started
+    started.close()
+
+
+def enqueue(db: Database, content: bytes, *, user: str = "U1", exercise: str = "tiny", count: int = 1) -> list[int]:
+    queue = JobQueue(db)
+    now = datetime.now(timezone.utc)
+    digest = hashlib.sha256(content).hexdigest()
+    ids = []
+    with db.session() as s:
+        if s.get(Notebook, digest) is None:
+            s.add(Notebook(sha256=digest, content=content, size=len(content), created_at=now))
+        for i in range(count):
+            submission = Submission(user_id=f"{user}-{i % 17}" if count > 1 else user, exercise_id=exercise,
+                                    status="queued", created_at=now, notebook_sha256=digest, lane="ranked",
+                                    source="shell")
+            s.add(submission)
+            s.flush()
+            queue.enqueue(s, submission)
+            ids.append(submission.id)
+    return ids
+
+
+def row(db: Database, submission_id: int) -> tuple[Submission, GradingJob]:
+    with db.session() as s:
+        return (s.get(Submission, submission_id),
+                s.scalar(select(GradingJob).where(GradingJob.submission_id == submission_id)))
+
+
+def wait_for(predicate, what: str, timeout: float = WAIT, logs=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}" + (f"\n{logs()}" if logs else ""))
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in pathlib.Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def process_state(pid: int) -> str | None:
+    """R, S, T, Z…, or None once it is gone (reaped)."""
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def grading_child_of(pid: int, logs) -> int:
+    """The worker's grading child (`python -m grader.work --child`), once it is running; not the
+    short-lived sandbox probe the worker runs at start-up."""
+    def find():
+        for child in children(pid):
+            try:
+                if b"--child" in pathlib.Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0"):
+                    return child
+            except OSError:
+                pass
+        return None
+    return wait_for(find, "the worker's grading child", logs=logs)
+
+
+def final(db: Database, submission_id: int) -> bool:
+    return row(db, submission_id)[0].status not in ("queued", "running")
+
+
+def test_a_job_is_graded_end_to_end_by_grader_work_once(workers, sqlite_db, notebooks):
+    [sid] = enqueue(sqlite_db, notebooks())
+    worker = workers.start("solo", sqlite_db.url, "--once")
+    assert workers.wait("solo") == 0, workers.log("solo")
+    submission, job = row(sqlite_db, sid)
+    result = json.loads(submission.result_json)
+    assert submission.status == "passed", result
+    assert submission.accuracy >= 0.9 and submission.train_seconds > 0 and submission.finished_at
+    assert result["status"] == "passed" and result["exercise"] == "tiny" and result["runs"]
+    assert (result["worker"], result["attempt"], result["plot"]) == ("solo", 1, None)
+    assert submission.plot_png.startswith(b"\x89PNG")  # the picture travels in the database
+    assert (job.status, job.attempts, job.lease_owner) == ("done", 1, "solo")
+    progress = json.loads(job.progress)
+    assert (progress["run"], progress["runs"]) == (1, 1)
+    log = workers.log("solo")
+    assert re.search(rf"claimed job {job.id} \(submission {sid}, exercise tiny, lane ranked, attempt 1\)", log)
+    assert re.search(rf"finished job {job.id} \(submission {sid}\): passed in [\d.]+ s", log)
+    assert MARKER not in log and "must-not-leak" not in log and "xoxb" not in log
+    assert worker.returncode == 0
+
+
+def test_an_unknown_exercise_is_an_invalid_notebook_naming_the_known_ones(workers, sqlite_db, notebooks):
+    [sid] = enqueue(sqlite_db, notebooks(), exercise="no-such-exercise")
+    workers.start("w", sqlite_db.url, "--once")
+    assert workers.wait("w") == 0, workers.log("w")
+    submission, job = row(sqlite_db, sid)
+    assert (submission.status, job.status) == ("invalid_notebook", "done")
+    message = json.loads(submission.result_json)["message"]
+    assert "no-such-exercise" in message and "tiny" in message
+
+
+def test_an_infrastructure_error_goes_back_to_the_queue_with_backoff(workers, sqlite_db, notebooks):
+    # The installed console script, without the test dataset loader: the tiny exercise's
+    # synthetic dataset is unknown to grader.datasets, which is the grader's problem, not the learner's.
+    [sid] = enqueue(sqlite_db, notebooks())
+    workers.start("plain", sqlite_db.url, "--once", script=True)
+    assert workers.wait("plain") == 0, workers.log("plain")
+    submission, job = row(sqlite_db, sid)
+    assert (submission.status, job.status, job.attempts) == ("queued", "queued", 1)
+    assert "synthetic-blobs" in job.last_error
+    assert (job.run_after - datetime.now(timezone.utc)).total_seconds() > 3  # 10 s backoff
+    assert "infrastructure failure" in workers.log("plain")
+
+
+def test_a_worker_killed_mid_job_is_replaced_once_its_lease_expires(workers, sqlite_db, notebooks):
+    [sid] = enqueue(sqlite_db, notebooks(sleep=SLEEP_AT_LOAD))
+    doomed = workers.start("doomed", sqlite_db.url, "--lease", "2", "--poll", "0.1")
+    logs = lambda: workers.log("doomed")  # noqa: E731
+    child = grading_child_of(doomed.pid, logs)
+    wait_for(lambda: row(sqlite_db, sid)[1].lease_owner == "doomed", "the claim", logs=logs)
+    os.kill(doomed.pid, signal.SIGKILL)
+    doomed.wait()
+    # The grading child (and with it the sandbox) dies with its worker.
+    wait_for(lambda: process_state(child) in (None, "Z"), "the orphaned grading child to die")
+    assert row(sqlite_db, sid)[0].status == "running"
+
+    workers.start("heir", sqlite_db.url, "--lease", "30", "--poll", "0.1")
+    wait_for(lambda: final(sqlite_db, sid), "the re-run", logs=lambda: workers.log("heir"))
+    submission, job = row(sqlite_db, sid)
+    assert submission.status == "passed", submission.result_json
+    assert (job.status, job.attempts, job.lease_owner) == ("done", 2, "heir")
+    assert json.loads(submission.result_json)["attempt"] == 2
+    os.kill(workers.processes["heir"].pid, signal.SIGTERM)
+    assert workers.wait("heir") == 0
+    everything = workers.log("doomed") + workers.log("heir")
+    assert len(re.findall(rf"finished job {job.id} ", everything)) == 1  # graded once
+    assert "attempt 1" in workers.log("doomed") and "attempt 2" in workers.log("heir")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request, tmp_path):
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'queue.sqlite3'}")
+        drop = lambda: None  # noqa: E731
+    else:
+        url, drop = fresh_postgres_schema()
+        database = Database(url)
+    database.migrate()
+    yield database
+    database.dispose()
+    drop()
+
+
+def freeze(pid: int, db: Database) -> None:
+    """SIGSTOP the worker. On SQLite, only at a moment it holds no write transaction: a process
+    frozen inside one keeps the whole database locked until it resumes (SQLite has no server to
+    end its session). On PostgreSQL anywhere, even mid-transaction: the worker's sessions have
+    idle_in_transaction_session_timeout, so the server ends a frozen one and frees its row lock."""
+    while True:
+        os.kill(pid, signal.SIGSTOP)
+        if db.is_postgres or _sqlite_writable(db):
+            return
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.01)
+
+
+def _sqlite_writable(db: Database) -> bool:
+    import sqlite3
+
+    connection = sqlite3.connect(db.url.split("///", 1)[1], timeout=0.3, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        connection.close()
+
+
+def test_a_frozen_worker_that_wakes_up_late_cannot_overwrite_the_result(workers, any_db, notebooks):
+    db = any_db
+    [sid] = enqueue(db, notebooks(sleep=SLEEP_AT_LOAD))
+    zombie = workers.start("zombie", db.url, "--once", "--lease", "2", "--poll", "0.1")
+    logs = lambda: workers.log("zombie")  # noqa: E731
+    child = grading_child_of(zombie.pid, logs)
+    wait_for(lambda: row(db, sid)[1].lease_owner == "zombie", "the claim", logs=logs)
+    freeze(zombie.pid, db)  # no more heartbeats; its grading child runs on
+
+    workers.start("owner", db.url, "--lease", "30", "--poll", "0.1")
+    wait_for(lambda: final(db, sid), "the new owner's result", logs=lambda: workers.log("owner"))
+    # The zombie's own grading has finished too, its result waiting in the pipe.
+    wait_for(lambda: process_state(child) in (None, "Z"), "the zombie's grading to complete")
+    before = row(db, sid)
+
+    os.kill(zombie.pid, signal.SIGCONT)
+    assert workers.wait("zombie") == 0, logs()  # it wakes up, is refused, and exits cleanly
+    assert re.search(r"result refused: the lease was lost", logs()), logs()
+    submission, job = row(db, sid)
+    assert (job.status, job.attempts, job.lease_owner) == ("done", 2, "owner")
+    assert submission.result_json == before[0].result_json and submission.finished_at == before[0].finished_at
+    assert json.loads(submission.result_json)["worker"] == "owner"
+    os.kill(workers.processes["owner"].pid, signal.SIGTERM)
+    assert workers.wait("owner") == 0
+
+
+def test_sigterm_mid_job_gives_the_job_back_at_once(workers, sqlite_db, notebooks):
+    [sid] = enqueue(sqlite_db, notebooks(sleep=30))
+    worker = workers.start("leaving", sqlite_db.url, "--stop-grace", "0", "--poll", "0.1")
+    logs = lambda: workers.log("leaving")  # noqa: E731
+    child = grading_child_of(worker.pid, logs)
+    started = time.monotonic()
+    os.kill(worker.pid, signal.SIGTERM)
+    assert workers.wait("leaving", timeout=30) == 0, logs()
+    assert time.monotonic() - started < 15
+    assert process_state(child) is None
+    submission, job = row(sqlite_db, sid)
+    assert (submission.status, job.status, job.attempts, job.last_error) == ("queued", "queued", 0, "worker stopped")
+    assert "given back to the queue" in logs()
+
+
+def test_four_workers_on_postgresql_share_200_jobs_each_exactly_once(workers):
+    url, drop = fresh_postgres_schema()
+    db = Database(url)
+    try:
+        db.migrate()
+        names = [f"pg{i}" for i in range(4)]
+        for name in names:
+            workers.start(name, url, "--noop-jobs", "--poll", "0.05")
+        for name in names:
+            wait_for(lambda: "lanes ranked" in workers.log(name), f"worker {name} to start",
+                     logs=lambda: workers.log(name))
+        ids = enqueue(db, b'{"cells": [], "nbformat": 4}', count=200)
+        queue = JobQueue(db)
+        wait_for(lambda: queue.counts()["done"] == 200, "200 jobs done",
+                 logs=lambda: "\n".join(workers.log(n)[-2000:] for n in names))
+        for name in names:
+            os.kill(workers.processes[name].pid, signal.SIGTERM)
+        assert [workers.wait(name) for name in names] == [0, 0, 0, 0]
+
+        with db.session() as s:
+            jobs = s.scalars(select(GradingJob)).all()
+            results = dict(s.execute(select(Submission.id, Submission.result_json)).all())
+        assert len(jobs) == 200 and {j.status for j in jobs} == {"done"} and {j.attempts for j in jobs} == {1}
+        claims, finishes = {}, {}
+        for name in names:
+            log = workers.log(name)
+            for job_id in re.findall(r"claimed job (\d+) ", log):
+                claims.setdefault(int(job_id), []).append(name)
+            for job_id in re.findall(r"finished job (\d+) ", log):
+                finishes.setdefault(int(job_id), []).append(name)
+        assert sorted(claims) == sorted(j.id for j in jobs)
+        assert all(len(who) == 1 for who in claims.values())  # each claimed exactly once
+        assert finishes == claims  # and finished by the worker that claimed it
+        assert {json.loads(results[sid])["worker"] for sid in ids} == {who[0] for who in claims.values()}
+        assert {j.lease_owner for j in jobs} == {who[0] for who in claims.values()}
+        assert len({who[0] for who in claims.values()}) >= 2  # the work was really shared
+    finally:
+        db.dispose()
+        drop()
