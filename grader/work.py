@@ -206,6 +206,10 @@ class Worker:
             self.abandon = True
         self._wake.set()
 
+    def stop(self) -> None:
+        """Stop claiming, as SIGTERM does (for a worker running in a thread, e.g. the shell's)."""
+        self._on_signal(signal.SIGTERM, None)
+
     @property
     def stopping(self) -> bool:
         return self.stop_requested_at is not None

@@ -55,7 +55,8 @@ def test_all_message_kinds_render(bot):
         message = render(kind, **context)
         assert message.text, kind
         check_blocks(message.blocks)
-    home = render_view("home", cohorts=[cohort], organized=[cohort], submitted=set(), is_organizer=True)
+    home = render_view("home", cohorts=[cohort], organized=[cohort], submitted=set(), is_organizer=True,
+                       recent=[], best=[])
     assert home["type"] == "home"
     check_blocks(home["blocks"], limit=100)
 

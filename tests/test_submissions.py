@@ -156,3 +156,17 @@ def test_check_notebook_refuses_a_login_page_and_oversize():
         check_notebook(b"{" + b" " * (2 * 1024 * 1024) + b"}", "a.ipynb", max_bytes=1024 * 1024)
     with pytest.raises(InputError, match="format 3"):
         check_notebook(json.dumps({"nbformat": 3, "cells": []}).encode(), "a.ipynb")
+
+
+def test_app_home_lists_submissions_and_best_results(app):
+    upload(app, notebook())
+    [queued] = app.fake.wait_for("chat.postMessage")
+    eventually(lambda: submission_row(app, dm_ts=queued.response["ts"]))
+    queue = app.services.queue
+    claim = queue.claim("worker-1")
+    queue.finish(claim.job_id, claim.token, {"status": "passed", "accuracy": 0.99, "train_seconds": 2.5,
+                                             "speed_ratio": 1.2, "target": 0.97, "message": "passed", "runs": []})
+    slack.event(app.url, SIGNING_SECRET, {"type": "app_home_opened", "user": "U1", "tab": "home"})
+    [home] = app.fake.wait_for("views.publish")
+    text = json.dumps(home.args["view"], ensure_ascii=False)
+    assert "Your submissions" in text and "99.00% in 2.50 s" in text and "#1 `digits` \u00b7 passed" in text

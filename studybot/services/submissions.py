@@ -200,6 +200,28 @@ class Submissions:
                             self.quota_left(submission.user_id, submission.exercise_id, submission.lane),
                             duplicate=True)
 
+    def history(self, user_id: str, limit: int = 5) -> list[Submission]:
+        """The learner's latest submissions, newest first."""
+        with self.db.session() as s:
+            rows = list(s.scalars(select(Submission).where(Submission.user_id == user_id)
+                                  .order_by(Submission.id.desc()).limit(limit)))
+            for row in rows:
+                s.expunge(row)
+            return rows
+
+    def best(self, user_id: str) -> list[Submission]:
+        """Per exercise, the learner's fastest passing submission (not disqualified), by exercise id."""
+        with self.db.session() as s:
+            passing = s.scalars(select(Submission).where(
+                Submission.user_id == user_id, Submission.status == "passed", Submission.disqualified_at.is_(None))
+                .order_by(Submission.exercise_id, Submission.train_seconds, Submission.id))
+            best: dict[str, Submission] = {}
+            for row in passing:
+                best.setdefault(row.exercise_id, row)
+            for row in best.values():
+                s.expunge(row)
+            return list(best.values())
+
     def get(self, submission_id: int) -> Submission:
         with self.db.session() as s:
             submission = s.get(Submission, submission_id)

@@ -38,13 +38,18 @@ def submit_and_grade(services: Services, user_id: str, exercise: str, path: str,
         say("Queued. The shell grades with the grader extra, which is not installed here: "
             "run `scripts/setup --all`, or start `grader work` beside the shell.")
         return
-    worker = Worker(services.queue, worker_id="shell", drain=True)
+    # Not drain: an infrastructure retry waits out its backoff, and the worker must still be there.
+    worker = Worker(services.queue, worker_id="shell", poll=1.0)
     thread = threading.Thread(target=worker.run, name="shell-grader", daemon=True)
     thread.start()
     deadline = time.monotonic() + GRADE_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        changed = services.feedback.tick()
-        if any(sid == submission.id and state.startswith(FINAL_PREFIX) for sid, state in changed):
-            break
-        time.sleep(POLL_SECONDS)
-    thread.join(timeout=5)
+    try:
+        while time.monotonic() < deadline and thread.is_alive():
+            changed = services.feedback.tick()
+            if any(sid == submission.id and state.startswith(FINAL_PREFIX) for sid, state in changed):
+                return
+            time.sleep(POLL_SECONDS)
+        say("Still grading; the result will show here when it is ready (`:quit` leaves, the job stays queued).")
+    finally:
+        worker.stop()
+        thread.join(timeout=10)

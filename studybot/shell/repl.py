@@ -100,10 +100,9 @@ class Shell:
         elif verb == "now":
             self.say(f"It is {self.clock.now():%a %d %b %Y %H:%M} UTC.")
         elif verb == "home":
-            cohorts = self.services.cohorts
-            self.say(to_plain(render_text(
-                "home", cohorts=cohorts.cohorts_of(self.user), organized=cohorts.organized_by(self.user),
-                submitted=cohorts.submitted_exercises(self.user), is_organizer=cohorts.is_any_organizer(self.user))))
+            from studybot.slack.home import home_context
+
+            self.say(to_plain(render_text("home", **home_context(self.services, self.user))))
         elif verb == "dm":
             self.say(to_plain(render("dm_help").text))
         else:
