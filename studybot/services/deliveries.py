@@ -30,6 +30,7 @@ from studybot.services.cohorts import Cohorts
 
 log = logging.getLogger(__name__)
 
+KINDS = ("lesson", "reminder")  # the rows this module delivers; weekly leaderboards have their own
 EVENT_TYPE = "studybot_delivery"  # Slack message metadata type that marks our own lesson posts
 MAX_ATTEMPTS = 5  # post attempts before a delivery is marked failed and organizers are told
 STUCK_AFTER = timedelta(minutes=5)  # a 'sending' row older than this belongs to a process that died
@@ -55,7 +56,8 @@ class Deliveries:
     def next_due(self) -> datetime | None:
         with self.db.session() as s:
             return s.scalar(select(Delivery.due_at).join(Cohort).where(
-                Delivery.status == "pending", Cohort.status == "active").order_by(Delivery.due_at).limit(1))
+                Delivery.status == "pending", Delivery.kind.in_(KINDS), Cohort.status == "active",
+            ).order_by(Delivery.due_at).limit(1))
 
     def tick(self) -> TickReport:
         now = self.clock.now()
@@ -63,7 +65,8 @@ class Deliveries:
         self._release_stuck(now)
         with self.db.session() as s:
             due = s.execute(select(Delivery.id, Delivery.kind).join(Cohort).where(
-                Delivery.status == "pending", Delivery.due_at <= now, Cohort.status == "active",
+                Delivery.status == "pending", Delivery.kind.in_(KINDS), Delivery.due_at <= now,
+                Cohort.status == "active",
             ).order_by(Delivery.due_at, Delivery.position, Delivery.kind)).all()
         for delivery_id, kind in due:
             try:
@@ -179,7 +182,8 @@ class Deliveries:
 
     def _release_stuck(self, now: datetime) -> None:
         with self.db.session() as s:
-            s.execute(update(Delivery).where(Delivery.status == "sending", Delivery.claimed_at < now - STUCK_AFTER)
+            s.execute(update(Delivery).where(Delivery.status == "sending", Delivery.kind.in_(KINDS),
+                                             Delivery.claimed_at < now - STUCK_AFTER)
                       .values(status="pending", note="released: its scheduler stopped mid-post"))
 
     def _tell_organizers(self, cohort: Cohort, template: str, **context) -> None:
