@@ -1,0 +1,77 @@
+"""End to end: a DM upload through the real HTTP app and the fake Slack, graded by a real
+`grader work` process in the sandbox, and the result, the plot and the record back in Slack.
+
+The exercise is the real digits one with its real reference notebook, trimmed to two runs
+(a copy of its spec) so CI spends seconds, not minutes."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from studybot.db.models import Submission
+from tests.conftest import SIGNING_SECRET
+from tests.support import signed_requests as slack
+from tests.support.waiting import eventually
+
+ROOT = Path(__file__).resolve().parent.parent
+CREATE = "cohort create fastai --channel <#CSTUDY|fastai-study> --start 2027-01-05 --time 18:00 --tz Europe/Berlin"
+
+
+@pytest.fixture
+def two_run_digits(tmp_path) -> Path:
+    exercises = tmp_path / "exercises"
+    shutil.copytree(ROOT / "exercises" / "digits", exercises / "digits")
+    spec = exercises / "digits" / "spec.toml"
+    spec.write_text(re.sub(r"(?m)^runs = \d+", "runs = 2", spec.read_text()))
+    return exercises
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_upload_grade_and_report(slack_app, two_run_digits, tmp_path, database_url):
+    app = slack_app
+    app.clock.set(datetime.now(timezone.utc))  # the worker process runs on real time
+    slack.slash_command(app.url, SIGNING_SECRET, text=CREATE, user_id="UADMIN", response_url=app.fake.response_url())
+    app.fake.wait_for("response_url")
+    slack.slash_command(app.url, SIGNING_SECRET, text="join fastai", user_id="U1")
+
+    reference = (ROOT / "exercises" / "digits" / "reference.ipynb").read_bytes()
+    info = app.fake.add_file("my_digits.ipynb", reference, user="U1")
+    slack.event(app.url, SIGNING_SECRET, {
+        "type": "message", "subtype": "file_share", "channel": "DU1", "channel_type": "im", "user": "U1",
+        "text": "digits", "ts": "5.1", "files": [{"id": info["id"]}]})
+    [queued] = app.fake.wait_for("chat.postMessage")
+    assert "Queued, position 1" in queued.args["text"]
+    eventually(lambda: app.services.submissions.get(1).dm_ts)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
+    env.update(DATABASE_URL=database_url, PYTHONUNBUFFERED="1")
+    worker = subprocess.run(
+        [sys.executable, "-m", "grader.cli", "work", "--once", "--exercises-dir", str(two_run_digits),
+         "--data-dir", str(tmp_path / "grader-data")], env=env, capture_output=True, text=True, timeout=600)
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    assert "xoxb" not in worker.stderr  # the worker never sees the bot's token
+
+    with app.services.db.session() as s:
+        submission = s.scalar(select(Submission))
+        assert submission.status == "passed", submission.result_json
+        assert submission.accuracy >= 0.97 and submission.train_seconds > 0 and submission.plot_png
+
+    changed = app.services.feedback.tick()
+    assert changed == [(1, "done:passed")]
+    final = app.fake.calls_to("chat.update")[-1]
+    assert final.args["ts"] == queued.response["ts"] and final.args["channel"] == "DU1"
+    assert "Passed digits" in final.args["text"] and "Leaderboard: #1 of 1" in final.args["text"]
+    completed = app.fake.wait_for("files.completeUploadExternal")[0]
+    assert completed.args["channel_id"] == "DU1" or completed.args.get("channel") == "DU1"
+    record = [c for c in app.fake.calls_to("chat.postMessage") if c.args["channel"] == "CSTUDY"]
+    assert len(record) == 1 and "digits" in record[0].args["text"]
+    assert app.services.feedback.tick() == []  # said once
