@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import io
+import math
 import os
 import pathlib
 import platform
@@ -42,7 +43,7 @@ import numpy as np
 from grader import results
 from grader.errors import DatasetMissing, GraderError, InfraError, InvalidNotebook
 from grader.notebook import extract_exports
-from grader.sandbox import GPU_INDEX, JobPaths, Sandbox, check_available
+from grader.sandbox import GPU_INDEX, JobPaths, Sandbox, check_available, draw_sandbox_uid
 from grader import sandbox as sandbox_module
 
 # ---- tunables -------------------------------------------------------------------------------
@@ -221,6 +222,21 @@ def validate_predictions(predictions: np.ndarray, n: int, num_classes: int) -> n
 
 # ---- one run -----------------------------------------------------------------------------------
 
+MAX_REPORT_KEYS, MAX_REPORT_KEY_CHARS = 16, 40  # what a report event may carry into the result
+
+
+def _clean_report(values) -> dict:
+    """Report events can be written by learner code directly: keep short names and finite numbers."""
+    if not isinstance(values, dict):
+        return {}
+    clean = {}
+    for key, value in list(values.items())[:MAX_REPORT_KEYS]:
+        if isinstance(key, str) and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and math.isfinite(value):
+            clean[key[:MAX_REPORT_KEY_CHARS]] = float(value)
+    return clean
+
+
 class _Conversation:
     """Waits for the runner's events with deadlines; turns anything unexpected into RunFailed."""
 
@@ -238,8 +254,10 @@ class _Conversation:
             event = self.sandbox.next_event(deadline - time.perf_counter())
             kind = event["event"]
             if kind == "report":
-                self.curve.append(event.get("values", {}))
-                self.progress("report", run=self.run_index, values=event.get("values", {}))
+                values = _clean_report(event.get("values"))
+                if values:
+                    self.curve.append(values)
+                    self.progress("report", run=self.run_index, values=values)
                 continue
             if kind == wanted and (nonce is None or event.get("nonce") == nonce):
                 return event
@@ -302,9 +320,10 @@ def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, s
              arrays: pathlib.Path, workspace: pathlib.Path, device: str, unsafe_no_sandbox: bool,
              progress) -> tuple[results.RunRecord | None, RunFailed | None, str, dict]:
     job = JobPaths(workspace / f"run{run_index}")
-    job.create(code)
+    uid = None if unsafe_no_sandbox else draw_sandbox_uid()
+    job.create(code, owner_uid=uid)
     curve = []
-    sandbox = Sandbox(job, device=device, memory_limit_mb=spec.memory_limit_mb, prime=not spec.warmup,
+    sandbox = Sandbox(job, device=device, memory_limit_mb=spec.memory_limit_mb, uid=uid, prime=not spec.warmup,
                       unsafe_no_sandbox=unsafe_no_sandbox)
     talk = _Conversation(sandbox, run_index, progress, curve)
     failure = None

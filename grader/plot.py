@@ -50,7 +50,7 @@ def render(result, path) -> pathlib.Path:
     ax.set_ylim(max(0.0, low - margin), min(100.0, high + margin))
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"accuracy: mean {result.accuracy:.2%}")
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="best", fontsize="small", framealpha=0.8)
 
     ax = axes[1]
     ax.bar(labels, [r.train_seconds for r in runs], color=color, alpha=0.8, label="train()")
@@ -62,7 +62,7 @@ def render(result, path) -> pathlib.Path:
     ax.set_ylabel("seconds (grader's wall clock)")
     ratio = f", {result.speed_ratio:.2f}x reference speed" if result.speed_ratio else ""
     ax.set_title(f"median train {result.train_seconds:.2f} s{ratio}")
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="best", fontsize="small", framealpha=0.8)
 
     if has_curve:
         ax = axes[2]

@@ -18,8 +18,10 @@ file size, open files and core dumps. Memory is enforced by an RSS watchdog over
 process tree (anonymous memory; /scratch has its own cap), plus RLIMIT_AS on CPU-only runs as a
 backstop (not with CUDA, which reserves huge address space).
 
-Privileges: bwrap always runs as an unprivileged user. When the grader is root it drops to
-SANDBOX_UID first (bwrap as root with a user namespace maps the sandbox to host root). Paths the
+Privileges: bwrap always runs as an unprivileged user. When the grader is root it drops first
+to a fresh uid drawn from SANDBOX_UID_RANGE for this sandbox alone (bwrap as root with a user
+namespace would map the sandbox to host root); concurrent sandboxes then share no RLIMIT_NPROC
+count and cannot signal each other. A non-root grader runs sandboxes as itself. Paths the
 sandbox user cannot traverse (e.g. a python under /root) are first bind-mounted by root onto a
 readable staging directory inside a private mount namespace that only this bwrap sees.
 
@@ -33,6 +35,7 @@ import json
 import os
 import pathlib
 import queue
+import secrets
 import shutil
 import signal
 import stat
@@ -44,12 +47,12 @@ import time
 from grader.errors import SandboxUnavailable
 
 # ---- tunables -------------------------------------------------------------------------------
-SANDBOX_UID = 65534                   # "nobody": who learner code runs as when the grader is root
-SANDBOX_GID = 65534                   # "nogroup"
+SANDBOX_UID_RANGE = (1_000_000_000, 1 << 24)  # root grader: (first, count) of the uids (= gids) drawn
+                                               # for sandboxes; no passwd entry needed, owned by nothing
 SCRATCH_BYTES = 1 << 30               # size cap of the /scratch tmpfs (bytes; counts as memory)
 SHM_BYTES = 256 << 20                 # size cap of the /dev/shm tmpfs, for multiprocessing (bytes)
 MAX_FILE_BYTES = 256 << 20            # RLIMIT_FSIZE: largest file the sandbox may write (bytes)
-MAX_PROCESSES = 256                   # RLIMIT_NPROC for the sandbox uid: processes + threads
+MAX_PROCESSES = 256                   # RLIMIT_NPROC: processes + threads of the sandbox's uid
 MAX_OPEN_FILES = 1024                 # RLIMIT_NOFILE
 ADDRESS_SPACE_HEADROOM_MB = 4096      # CPU runs: RLIMIT_AS = memory limit + this; torch alone maps ~3.3 GB
 MAX_OUTPUT_BYTES = 32 << 20           # learner stdout+stderr before the run is killed (bytes)
@@ -57,6 +60,7 @@ LOG_TAIL_BYTES = 16 << 10             # how much of the end of that output is ke
 LOG_TAIL_LINES = 40                   # lines of it that go into the result
 MEMORY_POLL_SECONDS = 0.1             # RSS watchdog period
 MAX_EVENT_LINE_BYTES = 64 << 10       # longest JSON line accepted from the runner
+MAX_REPORT_EVENTS = 20_000            # report(...) events kept per sandbox; a flood beyond is dropped
 EXIT_GRACE_SECONDS = 5.0              # after `exit`, how long the runner gets before SIGKILL
 GPU_INDEX = int(os.environ.get("GRADER_GPU_INDEX", "0"))  # which /dev/nvidiaN this grader owns
 WRAPPER_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"             # PATH for bwrap and its launchers
@@ -94,9 +98,9 @@ class JobPaths:
     @property
     def stage(self): return self.root / "stage"
 
-    def create(self, code: str) -> None:
+    def create(self, code: str, owner_uid: int | None = None) -> None:
         """Lay out the job directory so the sandbox user can read code and data and write only
-        the predictions file."""
+        the predictions file (chowned to owner_uid when the grader is root)."""
         self.root.mkdir(mode=0o711, parents=True, exist_ok=False)
         os.chmod(self.root, 0o711)  # traversable by the sandbox uid, not listable
         for d in (self.code, self.data, self.out_file.parent, self.stage):
@@ -105,8 +109,8 @@ class JobPaths:
         (self.code / "solution.py").write_text(code, encoding="utf-8")
         os.chmod(self.code / "solution.py", 0o644)
         self.out_file.touch(mode=0o600)
-        if os.geteuid() == 0:
-            os.chown(self.out_file, SANDBOX_UID, SANDBOX_GID)
+        if owner_uid is not None:
+            os.chown(self.out_file, owner_uid, owner_uid)
 
 
 @dataclasses.dataclass
@@ -139,7 +143,7 @@ def check_available() -> None:
             "(apt-get install bubblewrap util-linux), or pass --unsafe-no-sandbox-dev-only on a "
             "development machine with trusted code only"
         )
-    probe = _privilege_drop(staged=[]) + ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns",
+    probe = _privilege_drop(staged=[], uid=draw_sandbox_uid()) + ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns",
                                           "--die-with-parent", "--ro-bind", "/", "/", "true"]
     result = subprocess.run(probe, capture_output=True, text=True, env={"PATH": WRAPPER_PATH}, timeout=30)
     if result.returncode != 0:
@@ -150,8 +154,16 @@ def check_available() -> None:
         )
 
 
-def _privilege_drop(staged: list[tuple[str, str]]) -> list[str]:
-    """Launcher prefix: as root, optionally stage unreadable paths, then become SANDBOX_UID."""
+def draw_sandbox_uid() -> int | None:
+    """A fresh uid for one sandbox when the grader is root; None (run as ourselves) otherwise."""
+    if os.geteuid() != 0:
+        return None
+    first, count = SANDBOX_UID_RANGE
+    return first + secrets.randbelow(count)
+
+
+def _privilege_drop(staged: list[tuple[str, str]], uid: int | None) -> list[str]:
+    """Launcher prefix: as root, optionally stage unreadable paths, then become `uid`."""
     if os.geteuid() != 0:
         return []
     prefix = []
@@ -159,16 +171,17 @@ def _privilege_drop(staged: list[tuple[str, str]]) -> list[str]:
         pairs = [p for pair in staged for p in pair]
         prefix += ["unshare", "--mount", "--propagation", "private", "--",
                    "sh", "-c", _STAGE_SCRIPT, "stage", *pairs, "--"]
-    return prefix + ["setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_GID}", "--clear-groups",
+    return prefix + ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
                      "--inh-caps=-all", "--"]
 
 
-def _sandbox_user_can_read(path: pathlib.Path) -> bool:
-    """Whether SANDBOX_UID can traverse to and list `path`, judged from mode bits only."""
+def _sandbox_user_can_read(path: pathlib.Path, uid: int) -> bool:
+    """Whether `uid` (with gid = uid, no other groups) can traverse to and list `path`, judged
+    from mode bits only."""
     def allowed(st, bits):  # bits: 1 = x, 4 = r, in "other" position
-        if st.st_uid == SANDBOX_UID:
+        if st.st_uid == uid:
             return st.st_mode & (bits << 6)
-        if st.st_gid == SANDBOX_GID:
+        if st.st_gid == uid:
             return st.st_mode & (bits << 3)
         return st.st_mode & bits
     path = pathlib.Path(path)
@@ -192,9 +205,10 @@ def python_roots() -> list[pathlib.Path]:
 class Sandbox:
     """One bwrap'd runner process and its three pipes (commands, events, merged output)."""
 
-    def __init__(self, job: JobPaths, *, device: str, memory_limit_mb: int, prime: bool = False,
-                 unsafe_no_sandbox: bool = False):
+    def __init__(self, job: JobPaths, *, device: str, memory_limit_mb: int, uid: int | None,
+                 prime: bool = False, unsafe_no_sandbox: bool = False):
         self.job = job
+        self.uid = uid  # from draw_sandbox_uid(); the job's predictions file must belong to it
         self.prime = prime
         self.device = device
         self.memory_limit_bytes = memory_limit_mb << 20
@@ -209,6 +223,7 @@ class Sandbox:
         self._threads = []
         self._done = threading.Event()
         self._exited = False
+        self._reports = 0
 
     # ---- command line ------------------------------------------------------------------------
     def _environment(self) -> dict:
@@ -251,7 +266,7 @@ class Sandbox:
 
         def source(path) -> str:
             """The path bwrap binds from: the path itself, or its staging mount point."""
-            if os.geteuid() != 0 or _sandbox_user_can_read(pathlib.Path(path)):
+            if self.uid is None or _sandbox_user_can_read(pathlib.Path(path), self.uid):
                 return str(path)
             mount_point = self.job.stage / str(len(staged))
             if os.path.isdir(path):
@@ -290,7 +305,7 @@ class Sandbox:
                 args += ["--dev-bind-try", node, node]
         args += ["--remount-ro", "/dev"]  # bwrap's /dev is an uncapped tmpfs: no files there
         args += ["--"] + self._runner_args(cmd_fd, event_fd, inside=True)
-        return _privilege_drop(staged) + self._rlimits() + args
+        return _privilege_drop(staged, self.uid) + self._rlimits() + args
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -388,7 +403,12 @@ class Sandbox:
             pending += chunk
             while b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)
-                self.events.put(self._parse_event(line))
+                event = self._parse_event(line)
+                if event["event"] == "report":
+                    self._reports += 1
+                    if self._reports > MAX_REPORT_EVENTS:
+                        continue  # learner code can write to the pipe directly: never hoard
+                self.events.put(event)
             if len(pending) > MAX_EVENT_LINE_BYTES:
                 self.events.put({"event": "_protocol", "message": "an over-long message on the control channel"})
                 pending = b""

@@ -4,6 +4,8 @@ a session data directory whose cached reference is measured once.
 These tests need bubblewrap. They are never skipped without it: they fail and say why.
 """
 
+import dataclasses
+
 import pytest
 
 from grader import grading, sandbox
@@ -27,6 +29,12 @@ def tiny_spec():
 
 
 @pytest.fixture(scope="session")
+def quick_timeout_spec(tiny_spec):
+    """The tiny exercise with a 2 s train budget, for the tests that wait for a timeout."""
+    return dataclasses.replace(tiny_spec, train_budget_seconds=2.0)
+
+
+@pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("grader-data")
 
@@ -43,10 +51,11 @@ def notebook(tmp_path):
 
 @pytest.fixture
 def grade_tiny(sandbox_ready, tiny_spec, data_dir):
-    """grade_tiny(notebook_path, **options) -> Result, on the tiny exercise."""
-    def grade(path, **options):
+    """grade_tiny(notebook_path, spec=None, **options) -> Result, on the tiny exercise (or a variant
+    of its spec made with dataclasses.replace, which shares its cached reference)."""
+    def grade(path, spec=None, **options):
         options.setdefault("load_dataset", load_blobs)
-        return grading.grade(path, tiny_spec, data_dir=data_dir, **options)
+        return grading.grade(path, spec or tiny_spec, data_dir=data_dir, **options)
     return grade
 
 

@@ -114,7 +114,8 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
-def test_timeout_kills_double_forked_setsid_escapees(notebook, grade_tiny, assert_next_grade_works):
+def test_timeout_kills_double_forked_setsid_escapees(notebook, grade_tiny, quick_timeout_spec,
+                                                     assert_next_grade_works):
     marker = f"escapee-{uuid.uuid4().hex}"
     path = notebook(TRAIN_PREFIX + f'''
 import os, subprocess, sys
@@ -135,7 +136,8 @@ def train(x_train, y_train, *, seed, device, report=None):
         pass
 ''')
     outcome = {}
-    grading_thread = threading.Thread(target=lambda: outcome.setdefault("result", grade_tiny(path)))
+    grading_thread = threading.Thread(
+        target=lambda: outcome.setdefault("result", grade_tiny(path, spec=quick_timeout_spec)))
     grading_thread.start()
     seen = []
     while grading_thread.is_alive() and not seen:
@@ -144,7 +146,7 @@ def train(x_train, y_train, *, seed, device, report=None):
     grading_thread.join()
     assert len(seen) >= 1, "the escapees never started, so this test proves nothing"
     assert outcome["result"].status == results.TIMEOUT
-    assert "train() took longer than its 5 s budget" in outcome["result"].message
+    assert "train() took longer than its 2 s budget" in outcome["result"].message
     deadline = time.monotonic() + 5
     while _processes_with(marker) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -160,3 +160,16 @@ def train(x_train, y_train, *, seed, device, report=None):
     assert result.status == results.PASSED, result.message
     assert "dynamo already imported: True" in result.log_tail
     assert result.config["warmup"] is False
+
+
+def test_garbage_on_the_control_channel_is_caught(notebook, grade_tiny):
+    result = grade_tiny(notebook(TRAIN_PREFIX + '''
+import os, sys
+def train(x_train, y_train, *, seed, device, report=None):
+    event_fd = int(sys.argv[sys.argv.index("--event-fd") + 1])
+    os.write(event_fd, b'{"event": "report", "values": {"loss": 1e308, "x" : "y"}}\\n')  # harmless
+    os.write(event_fd, b"\\xff not json\\n")
+    return _train(x_train, y_train, seed=seed, device=device)
+'''))
+    assert result.status == results.CRASHED
+    assert "garbage on the control channel" in result.message
