@@ -43,13 +43,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Iterator, Sequence
 
-from sqlalchemy import String, and_, cast, func, literal, or_, select, update
+from sqlalchemy import Float, LargeBinary, String, Text, and_, bindparam, cast, func, literal, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from studybot.clock import Clock, SystemClock
 from studybot.db.engine import BUMP_STATE_VERSION, Database
-from studybot.db.models import GradingJob, Notebook, Submission
+from studybot.db.models import GradingJob, Notebook, Submission, UTCDateTime
 
 JOBS = GradingJob.__table__
 SUBMISSIONS = Submission.__table__
@@ -59,6 +59,7 @@ QUEUED, RUNNING, DONE, DEAD = "queued", "running", "done", "dead"
 JOB_STATUSES = (QUEUED, RUNNING, DONE, DEAD)
 DEFAULT_LEASE = timedelta(seconds=120)
 DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_SWEEP_INTERVAL = timedelta(seconds=5)  # how often a claim also buries lost jobs (see claim)
 MAX_ERROR_CHARS = 2000
 
 
@@ -98,7 +99,7 @@ class JobQueue:
 
     def __init__(self, db: Database, clock: Clock | None = None, lease: timedelta = DEFAULT_LEASE,
                  backoff: Callable[[int], timedelta] | None = None,
-                 max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, sweep_interval: timedelta = DEFAULT_SWEEP_INTERVAL) -> None:
         if lease <= timedelta(0):
             raise ValueError("the lease must be positive")
         self.db = db
@@ -106,6 +107,8 @@ class JobQueue:
         self.lease = lease
         self.backoff = backoff or exponential_backoff()
         self.max_attempts = max_attempts
+        self.sweep_interval = sweep_interval
+        self._last_sweep: datetime | None = None
 
     # ---- the bot's side ------------------------------------------------------------------------
 
@@ -119,7 +122,8 @@ class JobQueue:
 
         where `floor` is the smallest virtual_time among the lane's queued jobs that are ready
         to run (jobs waiting out a retry backoff do not count), or, when none is, the largest
-        virtual_time ever claimed in the lane (where the queue has got to), or 0.
+        virtual_time ever claimed in the lane (where the queue has got to), or 0; and the
+        learner's latest job is the latest of their queued or running jobs in the lane.
 
         So a learner who sends 5 notebooks at once gets 5 consecutive virtual times, and a
         learner who sends one a moment later gets the floor: that job is claimed right after
@@ -128,13 +132,24 @@ class JobQueue:
         """
         now = self.clock.now()
         lane = submission.lane or "ranked"
-        floor = session.scalar(select(func.min(GradingJob.virtual_time)).where(
-            GradingJob.lane == lane, GradingJob.status == QUEUED, GradingJob.run_after <= now))
-        if floor is None:
-            floor = session.scalar(select(func.max(GradingJob.virtual_time)).where(
-                GradingJob.lane == lane, GradingJob.status != QUEUED)) or 0
-        latest = session.scalar(select(func.max(GradingJob.virtual_time)).where(
-            GradingJob.lane == lane, GradingJob.user_id == submission.user_id))
+        # One round trip; each part is an index range of ix_grading_jobs_claim (status, lane,
+        # virtual_time), so the cost does not grow with the history of finished jobs.
+        vt = GradingJob.virtual_time
+
+        def among(*conditions, aggregate=func.max):
+            return select(aggregate(vt)).where(GradingJob.lane == lane, *conditions).scalar_subquery()
+
+        ready, running, done, dead, latest = session.execute(select(
+            among(GradingJob.status == QUEUED, GradingJob.run_after <= now, aggregate=func.min),
+            among(GradingJob.status == RUNNING), among(GradingJob.status == DONE), among(GradingJob.status == DEAD),
+            among(GradingJob.status.in_((QUEUED, RUNNING)), GradingJob.user_id == submission.user_id),
+        )).one()
+        if ready is not None:
+            floor = ready
+        else:
+            floor = max((v for v in (running, done, dead) if v is not None), default=0)
+        # The learner's finished jobs are left out: they were claimed, so they lie at or behind
+        # where the queue has got to, and cannot push a new job further back.
         virtual_time = floor if latest is None else max(floor, latest + 1)
         submission.status = QUEUED
         job = GradingJob(submission_id=submission.id, user_id=submission.user_id, lane=lane,
@@ -176,18 +191,26 @@ class JobQueue:
 
         Claimable: queued with run_after <= now, or running with an expired lease and attempts
         left (its worker is presumed dead). Expired leases with no attempts left are first
-        marked dead, with their submissions. The claim sets status running, attempts + 1, a
-        new lease token, lease_owner, lease_expires_at = now + lease, and the submission's
-        status to running, all in one transaction."""
+        marked dead, with their submissions (a sweep done at most every `sweep_interval` per
+        queue object, and whenever the queue looks empty: such jobs are not claimable anyway,
+        so this only delays their "dead" by seconds, and saves a statement on busy claims).
+        The claim sets status running, attempts + 1, a new lease token, lease_owner,
+        lease_expires_at = now + lease, and the submission's status to running, all in one
+        transaction."""
         now = self.clock.now()
         token = str(uuid.uuid4())
         with self._transaction() as conn:
-            wrote = self._bury_lost(conn, now)
+            swept = self._last_sweep is None or now - self._last_sweep >= self.sweep_interval
+            wrote = self._bury_lost(conn, now) if swept else False
             claim = None
             for lane in lanes:
                 claim = self._claim_in_lane(conn, lane, worker_id[:120], token, now)
                 if claim is not None:
                     break
+            if claim is None and not swept:
+                swept, wrote = True, self._bury_lost(conn, now)
+            if swept:
+                self._last_sweep = now
             if wrote or claim is not None:
                 conn.execute(BUMP_STATE_VERSION)
         return claim
@@ -197,8 +220,8 @@ class JobQueue:
         now = self.clock.now()
         with self._transaction() as conn:
             # Not a visible change, so state_version is not bumped (cached answers stay valid).
-            return conn.execute(update(JOBS).where(*self._fence(job_id, token)).values(
-                lease_expires_at=now + self.lease)).rowcount == 1
+            return conn.execute(_HEARTBEAT, {"p_job": job_id, "p_token": token,
+                                             "p_expires": now + self.lease}).rowcount == 1
 
     def report_progress(self, job_id: int, token: str, progress: dict) -> bool:
         """Store `progress` (JSON; e.g. {"run": 2, "runs": 5}) for the bot to show. Fenced."""
@@ -219,15 +242,13 @@ class JobQueue:
         payload = json.dumps(result, allow_nan=False)
         now = self.clock.now()
         with self._transaction() as conn:
-            row = conn.execute(update(JOBS).where(*self._fence(job_id, token)).values(
-                status=DONE, finished_at=now, lease_expires_at=None).returning(JOBS.c.submission_id)).first()
+            row = conn.execute(_FINISH_JOB, {"p_job": job_id, "p_token": token, "p_now": now}).first()
             if row is None:
                 return False
-            conn.execute(update(SUBMISSIONS).where(SUBMISSIONS.c.id == row.submission_id).values(
-                status=status, accuracy=_number(result.get("accuracy")),
-                train_seconds=_number(result.get("train_seconds")),
-                speed_ratio=_number(result.get("speed_ratio")), result_json=payload, plot_png=plot_png,
-                finished_at=now))
+            conn.execute(_FINISH_SUBMISSION, {
+                "p_id": row.submission_id, "p_status": status, "p_accuracy": _number(result.get("accuracy")),
+                "p_train": _number(result.get("train_seconds")), "p_speed": _number(result.get("speed_ratio")),
+                "p_json": payload, "p_plot": plot_png, "p_now": now})
             conn.execute(BUMP_STATE_VERSION)
         return True
 
@@ -293,43 +314,86 @@ class JobQueue:
 
     def _bury_lost(self, conn: Connection, now: datetime) -> bool:
         """Expired leases with no attempts left: the job and its submission become dead."""
-        lost = JOBS.alias("lost")
-        doomed = select(lost.c.id).where(
-            lost.c.status == RUNNING, lost.c.lease_expires_at < now, lost.c.attempts >= lost.c.max_attempts,
-        ).with_for_update(skip_locked=True)
-        rows = conn.execute(update(JOBS).where(JOBS.c.id.in_(doomed)).values(
-            status=DEAD, finished_at=now, lease_expires_at=None,
-            last_error=literal("lease expired ") + cast(JOBS.c.attempts, String) + literal(" times: worker lost"),
-        ).returning(JOBS.c.submission_id)).all()
+        rows = conn.execute(_BURY, {"p_now": now}).all()
         if rows:
             conn.execute(update(SUBMISSIONS).where(SUBMISSIONS.c.id.in_([r.submission_id for r in rows])).values(
                 status=DEAD, finished_at=now))
         return bool(rows)
 
     def _claim_in_lane(self, conn: Connection, lane: str, worker_id: str, token: str, now: datetime) -> Claim | None:
-        candidate = JOBS.alias("candidate")
-        claimable = or_(
-            and_(candidate.c.status == QUEUED, candidate.c.run_after <= now),
-            and_(candidate.c.status == RUNNING, candidate.c.lease_expires_at < now,
-                 candidate.c.attempts < candidate.c.max_attempts),
-        )
-        pick = (select(candidate.c.id).where(candidate.c.lane == lane, claimable)
-                .order_by(candidate.c.virtual_time, candidate.c.id).limit(1)
-                .with_for_update(skip_locked=True).scalar_subquery())
-        row = conn.execute(update(JOBS).where(JOBS.c.id == pick).values(
-            status=RUNNING, attempts=JOBS.c.attempts + 1, lease_token=token, lease_owner=worker_id,
-            lease_expires_at=now + self.lease, started_at=now, progress=None,
-        ).returning(JOBS.c.id, JOBS.c.submission_id, JOBS.c.attempts, JOBS.c.user_id, JOBS.c.lane)).first()
+        row = conn.execute(_CLAIM, {"p_lane": lane, "p_now": now, "p_expires": now + self.lease,
+                                    "p_token": token, "p_owner": worker_id}).first()
         if row is None:
             return None
-        conn.execute(update(SUBMISSIONS).where(SUBMISSIONS.c.id == row.submission_id).values(status=RUNNING))
-        found = conn.execute(
-            select(SUBMISSIONS.c.exercise_id, NOTEBOOKS.c.content)
-            .select_from(SUBMISSIONS.outerjoin(NOTEBOOKS, NOTEBOOKS.c.sha256 == SUBMISSIONS.c.notebook_sha256))
-            .where(SUBMISSIONS.c.id == row.submission_id)).one()
+        found = conn.execute(_MARK_RUNNING, {"p_id": row.submission_id}).one()
         return Claim(job_id=row.id, submission_id=row.submission_id, token=token, attempt=row.attempts,
                      exercise_id=found.exercise_id, user_id=row.user_id, notebook=found.content or b"",
                      lane=row.lane)
+
+
+# The hot statements, built once (workers run them for every job; building them each time cost
+# more CPU than running them). Times are bound as UTCDateTime, like the ORM columns.
+def _at(name: str):
+    return bindparam(name, type_=UTCDateTime())
+
+
+def _build_bury():
+    now, lost = _at("p_now"), JOBS.alias("lost")
+    doomed = select(lost.c.id).where(
+        lost.c.status == RUNNING, lost.c.lease_expires_at < now, lost.c.attempts >= lost.c.max_attempts,
+    ).with_for_update(skip_locked=True)
+    return update(JOBS).where(JOBS.c.id.in_(doomed)).values(
+        status=DEAD, finished_at=now, lease_expires_at=None,
+        last_error=literal("lease expired ") + cast(JOBS.c.attempts, String) + literal(" times: worker lost"),
+    ).returning(JOBS.c.submission_id)
+
+
+def _build_claim():
+    """UPDATE grading_jobs SET … WHERE id = (SELECT id … ORDER BY virtual_time, id LIMIT 1
+    FOR UPDATE SKIP LOCKED) RETURNING …; SQLite leaves out the FOR UPDATE (BEGIN IMMEDIATE
+    already holds the write lock)."""
+    now, candidate = _at("p_now"), JOBS.alias("candidate")
+    claimable = or_(
+        and_(candidate.c.status == QUEUED, candidate.c.run_after <= now),
+        and_(candidate.c.status == RUNNING, candidate.c.lease_expires_at < now,
+             candidate.c.attempts < candidate.c.max_attempts),
+    )
+    pick = (select(candidate.c.id).where(candidate.c.lane == bindparam("p_lane"), claimable)
+            .order_by(candidate.c.virtual_time, candidate.c.id).limit(1)
+            .with_for_update(skip_locked=True).scalar_subquery())
+    return update(JOBS).where(JOBS.c.id == pick).values(
+        status=RUNNING, attempts=JOBS.c.attempts + 1, lease_token=bindparam("p_token"),
+        lease_owner=bindparam("p_owner"), lease_expires_at=_at("p_expires"), started_at=now, progress=None,
+    ).returning(JOBS.c.id, JOBS.c.submission_id, JOBS.c.attempts, JOBS.c.user_id, JOBS.c.lane)
+
+
+def _fenced():
+    return (JOBS.c.id == bindparam("p_job"), JOBS.c.lease_token == bindparam("p_token"), JOBS.c.status == RUNNING)
+
+
+def _build_finish():
+    now = _at("p_now")
+    job = update(JOBS).where(*_fenced()).values(status=DONE, finished_at=now, lease_expires_at=None).returning(
+        JOBS.c.submission_id)
+    submission = update(SUBMISSIONS).where(SUBMISSIONS.c.id == bindparam("p_id")).values(
+        status=bindparam("p_status"), accuracy=bindparam("p_accuracy", type_=Float()),
+        train_seconds=bindparam("p_train", type_=Float()), speed_ratio=bindparam("p_speed", type_=Float()),
+        result_json=bindparam("p_json", type_=Text()), plot_png=bindparam("p_plot", type_=LargeBinary()),
+        finished_at=now)
+    return job, submission
+
+
+def _build_mark_running():
+    """The claimed submission becomes running; hands back its exercise and notebook."""
+    content = (select(NOTEBOOKS.c.content).where(NOTEBOOKS.c.sha256 == SUBMISSIONS.c.notebook_sha256)
+               .scalar_subquery().label("content"))
+    return update(SUBMISSIONS).where(SUBMISSIONS.c.id == bindparam("p_id")).values(status=RUNNING).returning(
+        SUBMISSIONS.c.exercise_id, content)
+
+
+_BURY, _CLAIM, _MARK_RUNNING = _build_bury(), _build_claim(), _build_mark_running()
+_HEARTBEAT = update(JOBS).where(*_fenced()).values(lease_expires_at=_at("p_expires"))
+_FINISH_JOB, _FINISH_SUBMISSION = _build_finish()
 
 
 def _number(value) -> float | None:
