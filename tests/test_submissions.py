@@ -8,7 +8,7 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from studybot.db.models import GradingJob, Notebook, Submission
 from studybot.errors import InputError
@@ -170,3 +170,21 @@ def test_app_home_lists_submissions_and_best_results(app):
     [home] = app.fake.wait_for("views.publish")
     text = json.dumps(home.args["view"], ensure_ascii=False)
     assert "Your submissions" in text and "99.00% in 2.50 s" in text and "#1 `digits` \u00b7 passed" in text
+
+
+def test_a_dead_job_tells_the_learner_and_the_organizers_once(app):
+    upload(app, notebook())
+    [queued] = app.fake.wait_for("chat.postMessage")
+    eventually(lambda: submission_row(app, dm_ts=queued.response["ts"]))
+    queue = app.services.queue
+    for attempt in range(3):  # infrastructure fails every time (no GPU, driver gone…)
+        with app.services.db.session() as s:  # skip the backoff wait
+            s.execute(update(GradingJob).values(run_after=app.clock.now()))
+        claim = queue.claim("worker-1")
+        assert claim is not None and claim.attempt == attempt + 1
+        queue.fail(claim.job_id, claim.token, "CUDA driver not found")
+    assert app.services.feedback.tick() == [(1, "done:dead")]
+    assert "failed on our side" in app.fake.calls_to("chat.update")[-1].args["text"]
+    [alert] = [c for c in app.fake.calls_to("chat.postMessage") if c.args["channel"] == "DUADMIN"]
+    assert "after 3 attempts" in alert.args["text"] and "CUDA driver not found" in alert.args["text"]
+    assert app.services.feedback.tick() == []

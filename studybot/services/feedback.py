@@ -16,7 +16,7 @@ from sqlalchemy import or_, select, update
 
 from studybot.clock import Clock
 from studybot.db.engine import Database
-from studybot.db.models import GradingJob, Submission
+from studybot.db.models import Cohort, GradingJob, Submission
 from studybot.errors import ChatError
 from studybot.messages import render
 from studybot.ports import Chat
@@ -94,6 +94,9 @@ class Feedback:
         )
 
     def _after_result(self, submission: Submission) -> None:
+        if submission.status == "dead":
+            self._tell_organizers(submission)
+            return
         with self.db.session() as s:
             plot = s.scalar(select(Submission.plot_png).where(Submission.id == submission.id))
         if plot:
@@ -109,3 +112,19 @@ class Feedback:
                     self.chat.post(record["channel_id"], render("leaderboard_record", **record))
                 except ChatError as error:
                     log.warning("could not post the record of submission %s: %s", submission.id, error.message)
+
+    def _tell_organizers(self, submission: Submission) -> None:
+        """Infrastructure kept failing on this job: the people who can act on it hear about it once."""
+        with self.db.session() as s:
+            job = s.scalar(select(GradingJob).where(GradingJob.submission_id == submission.id))
+            cohort = s.get(Cohort, submission.cohort_id) if submission.cohort_id else None
+            organizers = [o.user_id for o in cohort.organizers] if cohort else []
+            context = dict(submission=submission, cohort_name=cohort.name if cohort else None,
+                           attempts=job.attempts if job else None, last_error=job.last_error if job else None)
+        message = render("grading_dead", **context)
+        for organizer in organizers:
+            try:
+                self.chat.dm(organizer, message)
+            except ChatError as error:
+                log.warning("could not tell organizer %s about dead job of submission %s: %s", organizer,
+                            submission.id, error.message)
