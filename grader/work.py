@@ -99,79 +99,102 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ---- the worker ---------------------------------------------------------------------------------
 
-class Heartbeat(threading.Thread):
-    """Extends one job's lease every lease/3; notices when the job is no longer ours."""
+class Progress:
+    """The grader's progress events, folded into what the bot shows: {"stage", "run", "runs",
+    "phase", …}. Updated by the supervising thread, written by the LeaseKeeper."""
 
-    def __init__(self, queue, job_id: int, token: str, lease_seconds: float, claimed_at: float):
-        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
-        self.queue, self.job_id, self.token = queue, job_id, token
-        self.interval = lease_seconds / 3
-        self.last_ok = claimed_at  # monotonic time the last successful heartbeat was *sent*
-        self.lost = threading.Event()
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.interval):
-            sent = time.monotonic()
-            try:
-                ok = self.queue.heartbeat(self.job_id, self.token)
-            except Exception as error:  # the database is unreachable: keep trying until fenced
-                log.warning("job %s: heartbeat failed: %s", self.job_id, _short(error))
-                continue
-            if not ok:
-                self.lost.set()
-                return
-            self.last_ok = sent
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=10)
-
-
-class ProgressReporter:
-    """Turns the grader's progress events into {"stage", "run", "runs", "phase", …} in the
-    database, at most one write per PROGRESS_INTERVAL, fenced by the token."""
-
-    def __init__(self, queue, job_id: int, token: str, runs: int, attempt: int):
-        self.queue, self.job_id, self.token = queue, job_id, token
-        self.state = {"stage": "starting", "run": 0, "runs": runs, "attempt": attempt}
-        self.dirty = True
-        self.last_write = float("-inf")
-        self.refused = False
+    def __init__(self, runs: int, attempt: int):
+        self._lock = threading.Lock()
+        self._state = {"stage": "starting", "run": 0, "runs": runs, "attempt": attempt}
+        self._version = 1
 
     def event(self, kind: str, fields: dict) -> None:
-        state = self.state
-        if fields.get("reference"):
-            state["stage"] = "measuring the reference"
-            if kind == "run":
-                state["reference_run"], state["reference_runs"] = fields["run"] + 1, fields["total"]
-        elif kind == "run":
-            state.update(stage="grading", run=fields["run"] + 1, runs=fields["total"], phase="starting the sandbox")
-        elif kind == "phase":
-            if "run" in fields:
-                state["phase"] = str(fields.get("text", ""))[:80]
+        with self._lock:
+            state = self._state
+            if fields.get("reference"):
+                state["stage"] = "measuring the reference"
+                if kind == "run":
+                    state["reference_run"], state["reference_runs"] = fields["run"] + 1, fields["total"]
+            elif kind == "run":
+                state.update(stage="grading", run=fields["run"] + 1, runs=fields["total"],
+                             phase="starting the sandbox")
+            elif kind == "phase":
+                if "run" in fields:
+                    state["phase"] = str(fields.get("text", ""))[:80]
+                else:
+                    state["stage"] = "grading"
+            elif kind == "run_done":
+                state.update(runs_done=fields["run"] + 1, last_accuracy=fields.get("accuracy"), phase="done")
+            elif kind == "failed":
+                state.update(phase=f"failed: {fields.get('status')}")
             else:
-                state["stage"] = "grading"
-        elif kind == "run_done":
-            state.update(runs_done=fields["run"] + 1, last_accuracy=fields.get("accuracy"), phase="done")
-        elif kind == "failed":
-            state.update(phase=f"failed: {fields.get('status')}")
-        else:
-            return
-        self.dirty = True
+                return
+            self._version += 1
 
-    def flush(self, force: bool = False) -> None:
-        if not self.dirty or (not force and time.monotonic() - self.last_write < PROGRESS_INTERVAL):
-            return
-        self.last_write = time.monotonic()
+    def expect_runs(self, runs: int) -> None:
+        with self._lock:
+            self._state["runs"] = runs
+            self._version += 1
+
+    def snapshot(self) -> tuple[int, dict]:
+        with self._lock:
+            return self._version, dict(self._state)
+
+
+class LeaseKeeper(threading.Thread):
+    """The only thread that talks to the database while a job is graded: it extends the lease
+    every lease/3 and stores progress at most once per PROGRESS_INTERVAL, both fenced by the
+    token. So a slow or locked database never stalls the thread that decides to self-fence.
+
+    `lost` is set when either write is refused (another worker holds the job now); `last_ok`
+    is the monotonic time the last successful heartbeat was *sent*."""
+
+    def __init__(self, queue, job_id: int, token: str, lease_seconds: float, claimed_at: float, progress: Progress):
+        super().__init__(name=f"lease-{job_id}", daemon=True)
+        self.queue, self.job_id, self.token, self.progress = queue, job_id, token, progress
+        self.interval = lease_seconds / 3
+        self.last_ok = claimed_at
+        self.lost = threading.Event()
+        self._stop_event = threading.Event()
+        self._written_version = 0
+
+    def run(self) -> None:
+        next_beat = time.monotonic() + self.interval
+        while not self._stop_event.is_set() and not self.lost.is_set():
+            self._store_progress()
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + self.interval
+                self._beat(now)
+            self._stop_event.wait(min(PROGRESS_INTERVAL, max(0.0, next_beat - time.monotonic())))
+
+    def _beat(self, sent: float) -> None:
         try:
-            ok = self.queue.report_progress(self.job_id, self.token, self.state)
+            ok = self.queue.heartbeat(self.job_id, self.token)
+        except Exception as error:  # the database is unreachable: keep trying until fenced
+            log.warning("job %s: heartbeat failed: %s", self.job_id, _short(error))
+            return
+        if ok:
+            self.last_ok = sent
+        else:
+            self.lost.set()
+
+    def _store_progress(self) -> None:
+        version, state = self.progress.snapshot()
+        if version == self._written_version:
+            return
+        try:
+            ok = self.queue.report_progress(self.job_id, self.token, state)
         except Exception as error:
             log.warning("job %s: progress not stored: %s", self.job_id, _short(error))
             return
-        self.dirty = False
+        self._written_version = version
         if not ok:
-            self.refused = True
+            self.lost.set()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=60)
 
 
 class Worker:
@@ -252,20 +275,21 @@ class Worker:
         if self.noop:
             return self._finish(claim, {"status": NOOP_STATUS, "message": "not graded (--noop-jobs)",
                                         "worker": self.worker_id, "attempt": claim.attempt}, None, started)
-        heart = Heartbeat(self.queue, claim.job_id, claim.token, self.lease_seconds, started)
-        heart.start()
+        progress = Progress(runs=0, attempt=claim.attempt)
+        keeper = LeaseKeeper(self.queue, claim.job_id, claim.token, self.lease_seconds, started, progress)
+        keeper.start()
         workdir = pathlib.Path(tempfile.mkdtemp(prefix=f"studybot-job{claim.job_id}-"))
         try:
-            outcome = self._grade(claim, heart, workdir, started)
+            outcome = self._grade(claim, keeper, progress, workdir, started)
         except Exception as error:  # our own bug or the database: never let one job stop the worker
             log.exception("job %s: the worker failed", claim.job_id)
             outcome = self._fail(claim, f"worker error: {_short(error)}", started)
         finally:
-            heart.stop()
+            keeper.stop()
             shutil.rmtree(workdir, ignore_errors=True)
         return outcome
 
-    def _grade(self, claim, heart: Heartbeat, workdir: pathlib.Path, started: float) -> str:
+    def _grade(self, claim, keeper: LeaseKeeper, progress: Progress, workdir: pathlib.Path, started: float) -> str:
         from grader.errors import GraderError
         from grader.spec import list_exercises
 
@@ -290,9 +314,8 @@ class Worker:
                "data_dir": str(self.data_dir) if self.data_dir else None,
                "runs": runs if claim.lane == "check" else None, "unsafe": self.unsafe, "plot": str(plot),
                "load_dataset": self.load_dataset_ref, "sys_path": sys.path, "parent": os.getpid()}
+        progress.expect_runs(runs)  # "run 0 of N" until the first run starts
         child = GradingChild(job)
-        reporter = ProgressReporter(self.queue, claim.job_id, claim.token, runs, claim.attempt)
-        reporter.flush(force=True)
         fence_after = FENCE_AFTER * self.lease_seconds
         try:
             while True:
@@ -300,7 +323,7 @@ class Worker:
                 if message is not None:
                     kind = message.get("type")
                     if kind == "progress":
-                        reporter.event(message["kind"], message.get("fields", {}))
+                        progress.event(message["kind"], message.get("fields", {}))
                     elif kind == "result":
                         return self._record(claim, message["result"], plot, started)
                     elif kind == "error":
@@ -311,10 +334,10 @@ class Worker:
                         return self._release(claim, "worker stopped", started)
                     return self._fail(claim, f"the grading process died ({child.exit_description()})", started)
                 why = None
-                if heart.lost.is_set() or reporter.refused:
+                if keeper.lost.is_set():
                     why = "another worker holds the job now"
-                elif time.monotonic() - heart.last_ok > fence_after:
-                    why = f"no successful heartbeat for {time.monotonic() - heart.last_ok:.0f} s"
+                elif time.monotonic() - keeper.last_ok > fence_after:
+                    why = f"no successful heartbeat for {time.monotonic() - keeper.last_ok:.0f} s"
                 if why:
                     child.kill()
                     # A result the child had already completed (say this process was frozen
@@ -327,7 +350,6 @@ class Worker:
                 if self.stopping and (self.abandon or time.monotonic() - self.stop_requested_at > self.stop_grace):
                     child.kill()
                     return self._release(claim, "worker stopped", started)
-                reporter.flush()
         finally:
             child.kill()
             child.wait()

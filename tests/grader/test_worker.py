@@ -8,8 +8,10 @@ installed `grader` console script itself.
 Covered: a job graded end to end; an unknown exercise; an infrastructure failure retried with
 backoff; a worker SIGKILLed mid-job (its grading dies with it; another worker re-runs the job once
 the lease expires); a frozen worker (SIGSTOP) that wakes up after another took its job over and
-whose result is refused; SIGTERM mid-job (the job goes back to the queue at once); and four
-worker processes on PostgreSQL sharing 200 jobs, each claimed and finished exactly once.
+whose result is refused (SQLite and PostgreSQL); SIGTERM mid-job (the job goes back to the queue
+at once); four worker processes on PostgreSQL sharing 200 jobs, each claimed and finished exactly
+once (no-op jobs: real grading takes seconds a job); and a worker cut off from the database,
+which stops grading after 0.75 x lease and reports nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select
@@ -39,7 +41,7 @@ WORKER = ("import sys; from grader.cli import main; from tests.grader.grader_sup
           "sys.exit(main(sys.argv[1:], load_dataset=load_blobs))")
 GRADER_SCRIPT = pathlib.Path(sys.executable).parent / "grader"
 MARKER = "NOTEBOOK-CONTENT-MARKER-7f3a"  # must never show up in a worker's log
-SLEEP_AT_LOAD = 2.0  # seconds the slow notebook sleeps while its cells load (off the clock)
+SLEEP_AT_LOAD = 1.0  # seconds the slow notebook sleeps while its cells load (off the clock)
 WAIT = 120.0  # generous: CI machines are small and shared
 
 
@@ -157,18 +159,21 @@ def process_state(pid: int) -> str | None:
         return None
 
 
+def grading_children(pid: int) -> list[int]:
+    """The grading children (`python -m grader.work --child`) of a process, alive or not reaped."""
+    found = []
+    for child in children(pid):
+        try:
+            if b"--child" in pathlib.Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0"):
+                found.append(child)
+        except OSError:
+            pass
+    return found
+
+
 def grading_child_of(pid: int, logs) -> int:
-    """The worker's grading child (`python -m grader.work --child`), once it is running; not the
-    short-lived sandbox probe the worker runs at start-up."""
-    def find():
-        for child in children(pid):
-            try:
-                if b"--child" in pathlib.Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0"):
-                    return child
-            except OSError:
-                pass
-        return None
-    return wait_for(find, "the worker's grading child", logs=logs)
+    """The worker's grading child once it is running (not the sandbox probe run at start-up)."""
+    return wait_for(lambda: next(iter(grading_children(pid)), None), "the worker's grading child", logs=logs)
 
 
 def final(db: Database, submission_id: int) -> bool:
@@ -365,3 +370,44 @@ def test_four_workers_on_postgresql_share_200_jobs_each_exactly_once(workers):
     finally:
         db.dispose()
         drop()
+
+
+class CutOffQueue:
+    """The real queue, except that the database stops answering heartbeats and progress writes
+    right after the claim (a network partition, as this worker sees it)."""
+
+    def __init__(self, queue: JobQueue):
+        self.queue, self.lease, self.reports = queue, queue.lease, []
+
+    def claim(self, *args, **kwargs):
+        return self.queue.claim(*args, **kwargs)
+
+    def heartbeat(self, *args):
+        raise ConnectionError("the database does not answer")
+
+    report_progress = heartbeat
+
+    def __getattr__(self, name):  # finish, fail, release: recorded, then passed on
+        def call(*args, **kwargs):
+            self.reports.append(name)
+            return getattr(self.queue, name)(*args, **kwargs)
+        return call
+
+
+def test_a_worker_cut_off_from_the_database_stops_grading_after_three_quarters_of_its_lease(
+        sqlite_db, notebooks, data_dir, sandbox_ready):
+    from grader.work import Worker
+    from tests.grader.grader_support import load_blobs
+
+    [sid] = enqueue(sqlite_db, notebooks(sleep=30))
+    queue = JobQueue(sqlite_db, lease=timedelta(seconds=2))
+    cut_off = CutOffQueue(queue)
+    worker = Worker(cut_off, worker_id="cut-off", exercises_dir=EXERCISES, data_dir=data_dir, load_dataset=load_blobs)
+    started = time.monotonic()
+    claim = cut_off.claim("cut-off")
+    assert worker.handle(claim) == "fenced"
+    assert 1.5 <= time.monotonic() - started < 10  # 0.75 x 2 s, then the kill
+    assert cut_off.reports == []  # nothing reported: the job is left to expire and be re-run
+    submission, job = row(sqlite_db, sid)
+    assert (submission.status, job.status, job.lease_owner) == ("running", "running", "cut-off")
+    assert not grading_children(os.getpid())  # the grading child was killed and reaped
