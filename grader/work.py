@@ -443,8 +443,12 @@ class GradingChild:
     def _spawn(write_fd: int) -> subprocess.Popen:
         # Its own session and process group, so a kill takes everything it started; the messages
         # go on their own pipe, so nothing printed by libraries can be mistaken for one.
+        # Never a Slack secret or the database URL, even for a worker embedded in another process
+        # (the shell's); the sandbox clears the environment again for the learner's code.
+        environment = {name: value for name, value in os.environ.items()
+                       if name not in SCRUBBED_VARIABLES and not name.startswith("SLACK_")}
         return subprocess.Popen([sys.executable, "-m", "grader.work", "--child", str(write_fd)],
-                                stdin=subprocess.PIPE, pass_fds=(write_fd,),
+                                stdin=subprocess.PIPE, pass_fds=(write_fd,), env=environment,
                                 start_new_session=True, close_fds=True)
 
     def _read(self, fd: int) -> None:
