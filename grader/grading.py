@@ -37,6 +37,7 @@ import stat
 import subprocess
 import tempfile
 import time
+import traceback
 
 import numpy as np
 
@@ -329,7 +330,7 @@ def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, s
     failure = None
     train_seconds = predict_seconds = None
     hello = {}
-    sandbox.start()
+    sandbox.start()  # InfraError if it cannot
     try:
         hello = talk.expect("hello", budget=STARTUP_TIMEOUT_SECONDS, what="sandbox start-up")
         sandbox.send(cmd="load")
@@ -350,11 +351,11 @@ def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, s
         done = talk.expect("done", budget=spec.train_budget_seconds, what="train()", nonce=nonce, started=started)
         train_seconds = done["_at"] - started
 
-        # The predict clock starts the moment train's clock stops, so the timeline from the
-        # first `go` to the predictions has no gap: work hidden behind a forged early `done`
-        # lands on the predict clock, which is capped by the spec's predict budget.
+        # The predict clock starts the moment train's clock stops (when `done` was received), so
+        # the timeline from the first `go` to the predictions has no gap: work hidden behind a
+        # forged early `done` lands on the predict clock, which the spec's predict budget caps.
+        started = done["_at"]
         progress("phase", run=run_index, text="predict()")
-        started = time.perf_counter()
         _reveal(arrays, job, "x_test")
         nonce = secrets.token_hex(16)
         sandbox.send(cmd="predict", nonce=nonce)
@@ -501,6 +502,10 @@ def grade(notebook, spec, *, data_dir: pathlib.Path, load_dataset=None, runs: in
             judge(spec, result)
     except GraderError as e:
         result.status, result.message = results.INFRA_ERROR, str(e)
+    except Exception as e:  # a grader bug: still a result the bot can show, plus a traceback here
+        traceback.print_exc()
+        result.status = results.INFRA_ERROR
+        result.message = f"internal grader error ({type(e).__name__}: {e}); the submission was not judged"
     finally:
         # total_seconds excludes any reference measured on the way (it has its own note)
         result.total_seconds = time.perf_counter() - started - reference_seconds

@@ -44,7 +44,7 @@ import sys
 import threading
 import time
 
-from grader.errors import SandboxUnavailable
+from grader.errors import InfraError, SandboxUnavailable
 
 # ---- tunables -------------------------------------------------------------------------------
 SANDBOX_UID_RANGE = (1_000_000_000, 1 << 24)  # root grader: (first, count) of the uids (= gids) drawn
@@ -319,6 +319,10 @@ class Sandbox:
                 pass_fds=(cmd_read, event_write), start_new_session=True,
                 env={"PATH": WRAPPER_PATH}, close_fds=True,
             )
+        except OSError as e:
+            for fd in (self._cmd_write, self._event_read, self._log_read):
+                os.close(fd)
+            raise InfraError(f"the sandbox could not be started: {e}") from None
         finally:
             for fd in (cmd_read, event_write, log_write):
                 os.close(fd)

@@ -124,3 +124,15 @@ def test_judge_boundaries(tiny_spec):
         run.accuracy = 0.5
     grading.judge(spec, result)
     assert result.status == results.BELOW_TARGET and "below the target 90.00%" in result.message
+
+
+def test_a_grader_bug_still_gives_a_result(monkeypatch, grade_tiny, capsys):
+    from tests.grader.grader_support import TINY_REFERENCE
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the grader")
+    monkeypatch.setattr(grading, "measure", broken)
+    result = grade_tiny(TINY_REFERENCE)
+    assert result.status == results.INFRA_ERROR
+    assert "internal grader error (RuntimeError: a bug in the grader)" in result.message
+    assert "Traceback" in capsys.readouterr().err
