@@ -58,7 +58,7 @@ ADDRESS_SPACE_HEADROOM_MB = 4096      # CPU runs: RLIMIT_AS = memory limit + thi
 MAX_OUTPUT_BYTES = 32 << 20           # learner stdout+stderr before the run is killed (bytes)
 LOG_TAIL_BYTES = 16 << 10             # how much of the end of that output is kept (bytes)
 LOG_TAIL_LINES = 40                   # lines of it that go into the result
-MEMORY_POLL_SECONDS = 0.1             # RSS watchdog period
+MEMORY_POLL_SECONDS = 0.25            # memory watchdog period (s); a scan of /proc costs ~5 ms of CPU
 MAX_EVENT_LINE_BYTES = 64 << 10       # longest JSON line accepted from the runner
 MAX_REPORT_EVENTS = 20_000            # report(...) events kept per sandbox; a flood beyond is dropped
 EXIT_GRACE_SECONDS = 5.0              # after `exit`, how long the runner gets before SIGKILL
