@@ -143,8 +143,9 @@ def check_available() -> None:
             "(apt-get install bubblewrap util-linux), or pass --unsafe-no-sandbox-dev-only on a "
             "development machine with trusted code only"
         )
-    probe = _privilege_drop(staged=[], uid=draw_sandbox_uid()) + ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns",
-                                          "--die-with-parent", "--ro-bind", "/", "/", "true"]
+    probe = _privilege_drop(staged=[], uid=draw_sandbox_uid()) + [
+        "bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+        "--ro-bind", "/", "/", "true"]
     result = subprocess.run(probe, capture_output=True, text=True, env={"PATH": WRAPPER_PATH}, timeout=30)
     if result.returncode != 0:
         raise SandboxUnavailable(
@@ -178,18 +179,15 @@ def _privilege_drop(staged: list[tuple[str, str]], uid: int | None) -> list[str]
 def _sandbox_user_can_read(path: pathlib.Path, uid: int) -> bool:
     """Whether `uid` (with gid = uid, no other groups) can traverse to and list `path`, judged
     from mode bits only."""
-    def allowed(st, bits):  # bits: 1 = x, 4 = r, in "other" position
-        if st.st_uid == uid:
-            return st.st_mode & (bits << 6)
-        if st.st_gid == uid:
-            return st.st_mode & (bits << 3)
-        return st.st_mode & bits
+    def allowed(st, bits):  # bits: 1 = x, 4 = r, 5 = both, in the "other" position
+        shift = 6 if st.st_uid == uid else 3 if st.st_gid == uid else 0
+        return (st.st_mode >> shift) & bits == bits
     path = pathlib.Path(path)
     for parent in reversed(path.parents):
         if not allowed(os.stat(parent), 1):
             return False
     st = os.stat(path)
-    return bool(allowed(st, 5 if stat.S_ISDIR(st.st_mode) else 4))
+    return allowed(st, 5 if stat.S_ISDIR(st.st_mode) else 4)
 
 
 def python_roots() -> list[pathlib.Path]:

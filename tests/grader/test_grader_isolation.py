@@ -186,3 +186,18 @@ def train(x_train, y_train, *, seed, device, report=None):
     assert "calls in this process: 0 files in scratch: []" in result.log_tail
     assert "calls in this process: 1 files in scratch: ['model1.pt']" in result.log_tail
     assert "model2" not in result.log_tail
+
+
+def test_which_paths_need_staging(tmp_path):
+    uid = sandbox_module.SANDBOX_UID_RANGE[0]
+    assert sandbox_module._sandbox_user_can_read(pathlib.Path("/usr"), uid)
+    hidden = tmp_path / "private"          # pytest's tmp dirs are 0700: the sandbox uid cannot pass
+    hidden.mkdir(mode=0o755)
+    os.chmod(tmp_path, 0o700)
+    assert not sandbox_module._sandbox_user_can_read(hidden, uid)
+    os.chmod(tmp_path, 0o711)              # traversable but the leaf must still be readable
+    os.chmod(hidden, 0o711)
+    assert not sandbox_module._sandbox_user_can_read(hidden, uid)
+    os.chmod(hidden, 0o755)
+    assert sandbox_module._sandbox_user_can_read(hidden, uid) == all(
+        os.stat(p).st_mode & 0o001 for p in hidden.parents)
