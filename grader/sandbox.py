@@ -293,9 +293,12 @@ class Sandbox:
                  "--ro-bind", source(self.job.code), IN_CODE,
                  "--ro-bind", source(self.job.data), IN_DATA,
                  "--bind", source(self.job.out_file), IN_OUT,
-                 "--size", str(SCRATCH_BYTES), "--tmpfs", IN_SCRATCH,
-                 "--symlink", IN_SCRATCH, "/tmp",
-                 "--chdir", IN_SCRATCH,
+                 "--size", str(SCRATCH_BYTES), "--tmpfs", IN_SCRATCH]
+        # /tmp points at the scratch space, unless the python install itself lives under /tmp (a
+        # checkout in /tmp): then /tmp already holds that bind, and TMPDIR still names /scratch.
+        if not any(root.is_relative_to("/tmp") for root in python_roots()):
+            args += ["--symlink", IN_SCRATCH, "/tmp"]
+        args += ["--chdir", IN_SCRATCH,
                  "--proc", "/proc", "--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm"]
         if self.device == "cuda":
             args += ["--ro-bind", "/sys", "/sys"]
