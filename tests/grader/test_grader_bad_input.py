@@ -4,7 +4,6 @@ survives, and the next grade works. Sandboxed, on the tiny exercise (train budge
 import json
 
 import nbformat
-import pytest
 
 from grader import results
 from tests.grader.grader_support import reference_source
@@ -29,19 +28,26 @@ def write_bytes(tmp_path, data: bytes):
     return path
 
 
-@pytest.mark.parametrize("make, fragment", [
-    (lambda p: write_bytes(p, b"import torch\nprint('a script, not a notebook')"), "not valid JSON"),
-    (lambda p: write_bytes(p, b'{"cells": [{"cell_type": "code"'), "not valid JSON"),
-    (lambda p: write_bytes(p, json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {},
-                                          "cells": [{"cell_type": "code", "source": ["x"]}]}).encode()),
-     "does not follow nbformat 4"),
-    (lambda p: write_bytes(p, b" " * (21 << 20)), "over the 20 MiB limit"),
-], ids=["not-a-notebook", "invalid-json", "nbformat-invalid", "oversize"])
-def test_unreadable_notebooks(tmp_path, grade_tiny, assert_next_grade_works, make, fragment):
-    result = grade_tiny(make(tmp_path))
+# One test per bullet of the list; sub-cases of a bullet share the follow-up grade.
+
+def test_not_a_notebook_invalid_json_or_nbformat_invalid(tmp_path, grade_tiny, assert_next_grade_works):
+    for content, fragment in [
+        (b"import torch\nprint('a script, not a notebook')", "not valid JSON"),
+        (b'{"cells": [{"cell_type": "code"', "not valid JSON"),
+        (json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+                     "cells": [{"cell_type": "code", "source": ["x"]}]}).encode(), "does not follow nbformat 4"),
+    ]:
+        result = grade_tiny(write_bytes(tmp_path, content))
+        assert result.status == results.INVALID_NOTEBOOK
+        assert fragment in result.message
+        assert result.runs == [] and result.total_seconds < 5
+    assert_next_grade_works()
+
+
+def test_over_the_size_limit(tmp_path, grade_tiny, assert_next_grade_works):
+    result = grade_tiny(write_bytes(tmp_path, b" " * (21 << 20)))
     assert result.status == results.INVALID_NOTEBOOK
-    assert fragment in result.message
-    assert result.runs == [] and result.total_seconds < 5
+    assert "over the 20 MiB limit" in result.message
     assert_next_grade_works()
 
 
@@ -66,16 +72,17 @@ def test_syntax_error(tmp_path, grade_tiny, assert_next_grade_works):
 
 # ---- the contract, checked inside the sandbox -----------------------------------------------------
 
-@pytest.mark.parametrize("source, fragment", [
-    ("import torch\n" + WORKING_PREDICT, "`train` is not defined"),
-    (reference_source().replace("def predict(model, x_test)", "def predict(x_test)"), "`predict` has the wrong signature"),
-    (reference_source().replace(", *, seed, device, report=None)", ")"), "`train` has the wrong signature"),
-], ids=["train-missing", "predict-signature", "train-signature"])
-def test_contract_violations(notebook, grade_tiny, assert_next_grade_works, source, fragment):
-    result = grade_tiny(notebook(source))
-    assert result.status == results.INVALID_NOTEBOOK, result.message
-    assert fragment in result.message
-    assert "expected def" in result.message
+def test_train_or_predict_missing_or_with_the_wrong_signature(notebook, grade_tiny, assert_next_grade_works):
+    for source, fragment in [
+        ("import torch\n" + WORKING_PREDICT, "`train` is not defined"),
+        (reference_source().replace("def predict(model, x_test)", "def predict(x_test)"),
+         "`predict` has the wrong signature"),
+        (reference_source().replace(", *, seed, device, report=None)", ")"), "`train` has the wrong signature"),
+    ]:
+        result = grade_tiny(notebook(source))
+        assert result.status == results.INVALID_NOTEBOOK, result.message
+        assert fragment in result.message
+        assert "expected def" in result.message
     assert_next_grade_works()
 
 
@@ -171,15 +178,15 @@ def train(x_train, y_train, *, seed, device, report=None):
 
 # ---- predictions -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("body, fragment", [
-    ("return model(x_test)[:10]", "predict returned shape (10, 2)"),
-    ("return model(x_test) * float('nan')", "NaN or infinity"),
-    ("return model(x_test).argmax(1).tolist()", "predict returned a list, not a torch.Tensor"),
-    ("return model(x_test).argmax(1).float()", "must be integer class indices"),
-], ids=["wrong-shape", "nan", "not-a-tensor", "float-indices"])
-def test_bad_predictions(notebook, grade_tiny, assert_next_grade_works, body, fragment):
-    source = reference_source().replace("        return model(x_test)", f"        {body}")
-    result = grade_tiny(notebook(source))
-    assert result.status == results.BAD_OUTPUT
-    assert fragment in result.message
+def test_predictions_of_the_wrong_shape_nan_or_not_a_tensor(notebook, grade_tiny, assert_next_grade_works):
+    for body, fragment in [
+        ("return model(x_test)[:10]", "predict returned shape (10, 2)"),
+        ("return model(x_test) * float('nan')", "NaN or infinity"),
+        ("return model(x_test).argmax(1).tolist()", "predict returned a list, not a torch.Tensor"),
+        ("return model(x_test).argmax(1).float()", "must be integer class indices"),
+    ]:
+        source = reference_source().replace("        return model(x_test)", f"        {body}")
+        result = grade_tiny(notebook(source))
+        assert result.status == results.BAD_OUTPUT, (body, result.message)
+        assert fragment in result.message
     assert_next_grade_works()
