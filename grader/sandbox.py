@@ -242,7 +242,8 @@ class Sandbox:
 
     def _runner_args(self, cmd_fd: int, event_fd: int, *, inside: bool) -> list[str]:
         grader_dir = IN_GRADER if inside else str(GRADER_PACKAGE)
-        return [sys.executable, "-I", "-B", f"{grader_dir}/runner.py",
+        # -u: unbuffered, so the learner's prints reach log_tail even when the run is killed at once
+        return [sys.executable, "-I", "-B", "-u", f"{grader_dir}/runner.py",
                 "--cmd-fd", str(cmd_fd), "--event-fd", str(event_fd),
                 "--code", f"{IN_CODE if inside else self.job.code}/solution.py",
                 "--data", IN_DATA if inside else str(self.job.data),
