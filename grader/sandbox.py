@@ -9,6 +9,7 @@ What the learner's code sees (one fresh sandbox per timed run):
     /sandbox/data                            x_train, y_train, x_test as .npy, read-only; never labels of the test set
     /sandbox/out/predictions.npy             the one writable host file, capped by RLIMIT_FSIZE
     /scratch (= /tmp = $HOME = cwd)          private tmpfs with a size cap, gone when the run ends
+    / itself                                 read-only (bwrap's root tmpfs has no size cap)
     /proc, a minimal read-only /dev          with a size-capped /dev/shm; for CUDA, read-only /sys and
                                              only the assigned GPU's device nodes
 
@@ -305,7 +306,9 @@ class Sandbox:
             args += ["--ro-bind", "/sys", "/sys"]
             for node in GPU_CONTROL_NODES + (f"/dev/nvidia{GPU_INDEX}",):
                 args += ["--dev-bind-try", node, node]
-        args += ["--remount-ro", "/dev"]  # bwrap's /dev is an uncapped tmpfs: no files there
+        # bwrap's root and /dev are uncapped tmpfs mounts: read-only, so files can only go to the
+        # capped /scratch and /dev/shm (separate mounts, still writable)
+        args += ["--remount-ro", "/dev", "--remount-ro", "/"]
         args += ["--"] + self._runner_args(cmd_fd, event_fd, inside=True)
         return _privilege_drop(staged, self.uid) + self._rlimits() + args
 

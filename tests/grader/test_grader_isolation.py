@@ -81,7 +81,7 @@ def train(x_train, y_train, *, seed, device, report=None):
         else:
             print("nothing at", pattern)
     for path in ["/usr/evil", "/sandbox/code/evil.py", "/sandbox/data/x_test.npy", "/sandbox/grader/evil.py",
-                 "/dev/evil"]:
+                 "/dev/evil", "/evil", "/sandbox/evil"]:
         try:
             open(path, "wb").close()
             leaks.append("wrote " + path)
@@ -96,7 +96,7 @@ def train(x_train, y_train, *, seed, device, report=None):
 '''))
     assert result.status == results.PASSED, (result.message, result.log_tail)
     assert "LEAKED" not in result.log_tail
-    assert result.log_tail.count("denied") == 7 and result.log_tail.count("read-only") == 5
+    assert result.log_tail.count("denied") == 7 and result.log_tail.count("read-only") == 7
     assert "xoxb" not in result.log_tail and "SLACK_BOT_TOKEN" not in result.log_tail
     assert_next_grade_works()
 
