@@ -152,7 +152,7 @@ def test_results_edit_the_message_in_place_through_429_and_500(app):
 def test_check_notebook_refuses_a_login_page_and_oversize():
     with pytest.raises(InputError, match="web page instead"):
         check_notebook(b"<!DOCTYPE html><html>Sign in</html>", "a.ipynb", "text/html")
-    with pytest.raises(InputError, match="the limit is 1 MB"):
+    with pytest.raises(InputError, match="the limit is 1.0 MB"):
         check_notebook(b"{" + b" " * (2 * 1024 * 1024) + b"}", "a.ipynb", max_bytes=1024 * 1024)
     with pytest.raises(InputError, match="format 3"):
         check_notebook(json.dumps({"nbformat": 3, "cells": []}).encode(), "a.ipynb")
@@ -188,3 +188,11 @@ def test_a_dead_job_tells_the_learner_and_the_organizers_once(app):
     [alert] = [c for c in app.fake.calls_to("chat.postMessage") if c.args["channel"] == "DUADMIN"]
     assert "after 3 attempts" in alert.args["text"] and "CUDA driver not found" in alert.args["text"]
     assert app.services.feedback.tick() == []
+
+
+def test_an_oversized_upload_is_refused_before_it_is_downloaded(app):
+    app.services.submissions.max_bytes = 1024
+    upload(app, notebook("x = 1\n" * 400))
+    [answer] = app.fake.wait_for("chat.postMessage")
+    assert "the limit is 1 KB" in answer.args["text"] and "Clear the outputs" in answer.args["text"]
+    assert not app.fake.calls_to("download") and count(app, Submission) == 0

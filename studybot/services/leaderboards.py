@@ -45,6 +45,7 @@ from studybot.db.models import Cohort, CohortOrganizer, Delivery, Membership, Su
 from studybot.errors import ChatError, Conflict, FieldError, NotFound, PermissionDenied
 from studybot.messages import render
 from studybot.ports import Chat
+from studybot.queue import JobQueue
 from studybot.services import schedule, validation
 from studybot.services.cohorts import Cohorts
 
@@ -247,8 +248,6 @@ class Leaderboards:
 
     def regrade(self, user_id: str, submission_id: Any) -> SubmissionInfo:
         """A new submission of the same stored notebook (source 'regrade'), queued for grading."""
-        from studybot.queue import JobQueue  # built alongside; imported late so the rest works without it
-
         number = parse_submission_id(submission_id)
         with self.db.session() as s:
             original, cohort = self._organizer_submission(s, user_id, number, "re-grade submissions")

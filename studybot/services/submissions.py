@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from studybot.clock import Clock
 from studybot.curricula import load_curricula
 from studybot.db.engine import Database
-from studybot.db.models import Cohort, GradingJob, Membership, Notebook, Submission, SubmitIntent
+from studybot.db.models import Cohort, Delivery, GradingJob, Membership, Notebook, Submission, SubmitIntent
 from studybot.errors import FieldError, InputError, NotFound
 from studybot.queue import JobQueue
 
@@ -35,15 +35,23 @@ class Accepted:
     duplicate: bool = False  # the same upload arrived twice (a retried Slack event)
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.0f} KB"
+
+
+def check_size(size: int, name: str, max_bytes: int = MAX_NOTEBOOK_BYTES) -> None:
+    if size > max_bytes:
+        raise InputError(f"{name} is {_size(size)}; the limit is {_size(max_bytes)}. "
+                         "Clear the outputs (Edit → Clear all outputs) and send it again.")
+
+
 def check_notebook(content: bytes, filename: str | None = None, content_type: str | None = None,
                    max_bytes: int = MAX_NOTEBOOK_BYTES) -> dict:
     """The upload really is a Jupyter notebook; otherwise InputError saying what it is instead."""
     name = filename or "the file"
     if filename and not filename.lower().endswith(".ipynb"):
         raise InputError(f"{name} is not a notebook: send a .ipynb file (File → Download → .ipynb in Jupyter).")
-    if len(content) > max_bytes:
-        raise InputError(f"{name} is {len(content) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB. "
-                         "Clear the outputs (Edit → Clear all outputs) and send it again.")
+    check_size(len(content), name, max_bytes)
     if (content_type or "").startswith("text/html") or content.lstrip()[:15].lower().startswith((b"<!doctype", b"<html")):
         raise InputError(f"Slack sent a web page instead of {name}: the bot may lack the files:read scope. "
                          "Tell your organizer.")
@@ -167,8 +175,6 @@ class Submissions:
 
     def _current_exercises(self, s, user_id: str) -> list[str]:
         """The exercise of the latest posted lesson that has one, in each of the learner's cohorts."""
-        from studybot.db.models import Delivery
-
         found = []
         cohorts = s.scalars(select(Cohort).join(Membership).where(
             Membership.user_id == user_id, Membership.left_at.is_(None)))

@@ -9,7 +9,7 @@ import urllib.request
 from studybot.bootstrap import Services
 from studybot.errors import InputError, StudybotError
 from studybot.messages import render
-from studybot.services.submissions import MAX_NOTEBOOK_BYTES
+from studybot.services.submissions import MAX_NOTEBOOK_BYTES, check_size
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,8 @@ def take_upload(services: Services, client, user_id: str, file_id: str, text: st
         name = info.get("name") or "the file"
         if not name.lower().endswith(".ipynb"):
             raise InputError(f"{name} is not a notebook: send a .ipynb file.")
-        if (info.get("size") or 0) > services.submissions.max_bytes:
-            content, content_type = b"x" * (services.submissions.max_bytes + 1), ""  # refused by size, unread
-        else:
-            content, content_type = download(info["url_private_download"], client.token, services.submissions.max_bytes)
+        check_size(info.get("size") or 0, name, services.submissions.max_bytes)  # refused before downloading
+        content, content_type = download(info["url_private_download"], client.token, services.submissions.max_bytes)
         accepted = services.submissions.submit(user_id, content, filename=name, exercise=text,
                                                content_type=content_type, slack_file_id=file_id)
     except StudybotError as error:
