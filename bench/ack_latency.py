@@ -45,7 +45,7 @@ def serve(kind: str, api_url: str, database_url: str, port_file: Path) -> None:
         app.command("/study")(lambda ack: ack())
     else:
         from studybot.bootstrap import build_services
-        from studybot.clock import SystemClock
+        from studybot.time_source import SystemClock
         from studybot.config import load_settings
         from studybot.db.engine import Database
         from studybot.slack.app import build_app
@@ -61,7 +61,7 @@ def serve(kind: str, api_url: str, database_url: str, port_file: Path) -> None:
 
 def prepare_database(database_url: str, api_url: str) -> None:
     from studybot.bootstrap import build_services
-    from studybot.clock import SystemClock
+    from studybot.time_source import SystemClock
     from studybot.config import load_settings
     from studybot.db.engine import Database
     from studybot.slack.chat import SlackChat, make_web_client

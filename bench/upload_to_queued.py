@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from studybot.bootstrap import build_services
-    from studybot.clock import SystemClock
+    from studybot.time_source import SystemClock
     from studybot.config import load_settings
     from studybot.db.engine import Database
     from studybot.slack.app import build_app

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from studybot.clock import Clock
+from studybot.time_source import Clock
 from studybot.commands import CommandHandler
 from studybot.config import Settings
 from studybot.db.engine import Database
 from studybot.ports import Chat
-from studybot.replies import Replies
+from studybot.reply_cache import ReplyCache
 from studybot.services.cohorts import Cohorts
 from studybot.services.deliveries import Deliveries
 from studybot.queue import JobQueue
@@ -30,7 +30,7 @@ class Services:
     submissions: Submissions
     feedback: Feedback
     commands: CommandHandler
-    replies: Replies
+    reply_cache: ReplyCache
 
 
 def build_services(settings: Settings, db: Database, chat: Chat, clock: Clock) -> Services:
@@ -45,4 +45,4 @@ def build_services(settings: Settings, db: Database, chat: Chat, clock: Clock) -
     commands = CommandHandler(cohorts, submissions=submissions, leaderboards=leaderboards)
     return Services(db=db, chat=chat, clock=clock, cohorts=cohorts, deliveries=deliveries, leaderboards=leaderboards,
                     queue=queue, submissions=submissions, feedback=feedback,
-                    commands=commands, replies=Replies(db, commands))
+                    commands=commands, reply_cache=ReplyCache(db, commands))

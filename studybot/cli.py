@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 
-from studybot.clock import SystemClock
+from studybot.time_source import SystemClock
 from studybot.config import Settings, load_settings
 from studybot.db.engine import Database
 from studybot.errors import ConfigError
@@ -70,14 +70,14 @@ def main(argv: list[str] | None = None) -> int:
 
     services, chat = _slack_services(settings)
     if command == "clock":
-        from studybot.scheduler import run_clock
+        from studybot.clock_process import run_clock
 
         run_clock(services, settings.data_dir / "clock.lock", settings.tick_seconds)
         return 0
     from studybot.slack.app import build_app
 
     if command == "slack":  # one-process development mode: the clock runs beside the app
-        from studybot.scheduler import run_clock
+        from studybot.clock_process import run_clock
 
         threading.Thread(target=run_clock, name="clock", daemon=True, args=(
             services, settings.data_dir / "clock.lock", settings.tick_seconds)).start()

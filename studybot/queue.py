@@ -47,7 +47,7 @@ from sqlalchemy import Float, LargeBinary, String, Text, and_, bindparam, cast, 
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from studybot.clock import Clock, SystemClock
+from studybot.time_source import Clock, SystemClock
 from studybot.db.engine import BUMP_STATE_VERSION, Database
 from studybot.db.models import GradingJob, Notebook, Submission, UTCDateTime
 

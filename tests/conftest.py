@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from studybot.bootstrap import Services, build_services
-from studybot.clock import ManualClock
+from studybot.time_source import ManualClock
 from studybot.config import load_settings
 from studybot.db.engine import Database
 from studybot.shell.chat import ShellChat

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select, update
 
 from studybot.bootstrap import build_services
-from studybot.clock import SystemClock
+from studybot.time_source import SystemClock
 from studybot.db.models import Delivery
 from studybot.slack.chat import SlackChat, make_web_client
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET

@@ -14,13 +14,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from studybot.clock import Clock
+from studybot.time_source import Clock
 from studybot.curricula import Curriculum, Lesson, get_curriculum
 from studybot.db.engine import Database
 from studybot.db.models import Cohort, CohortOrganizer, Delivery, Membership, Submission
 from studybot.errors import Conflict, FieldError, NotFound, PermissionDenied, StudybotError
 from studybot.ports import Chat
-from studybot.services import schedule, validation
+from studybot.services import validation, weekly_slots
 
 DEFAULT_CURRICULUM = "fastai-part1-2022"
 
@@ -134,8 +134,8 @@ class Cohorts:
                     s.add(Delivery(cohort_id=cohort.id, lesson_key=lesson.key, position=position, kind="reminder",
                                    due_at=now, status="pending", attempts=0))
             s.flush()
-            first_day = schedule.first_slot_on_or_after(start_day, day_index)
-            first_day = max(first_day, schedule.first_slot_after(now, day_index, post_time, zone, first_day))
+            first_day = weekly_slots.first_slot_on_or_after(start_day, day_index)
+            first_day = max(first_day, weekly_slots.first_slot_after(now, day_index, post_time, zone, first_day))
             self._plan(s, cohort, first_day)
             return self._view(s, cohort)
 
@@ -175,7 +175,7 @@ class Cohorts:
             if not nxt:
                 raise Conflict(f"{cohort.name} has no lessons left to move.")
             zone = ZoneInfo(cohort.timezone)
-            self._plan(s, cohort, nxt[0].due_at.astimezone(zone).date() + schedule.WEEK)
+            self._plan(s, cohort, nxt[0].due_at.astimezone(zone).date() + weekly_slots.WEEK)
             return self._view(s, cohort)
 
     def reschedule(self, user_id: str, name: str, *, weekday: str | None = None, at: str | None = None,
@@ -193,7 +193,7 @@ class Cohorts:
             if new_start is not None:
                 cohort.start_date = new_start
             not_before = max(cohort.start_date, self.clock.now().astimezone(new_zone).date())
-            self._plan(s, cohort, schedule.first_slot_after(self.clock.now(), new_weekday, new_time, new_zone, not_before))
+            self._plan(s, cohort, weekly_slots.first_slot_after(self.clock.now(), new_weekday, new_time, new_zone, not_before))
             return self._view(s, cohort)
 
     # ---- learner commands ------------------------------------------------------------------
@@ -288,14 +288,14 @@ class Cohorts:
 
     def _next_free_slot(self, cohort: Cohort) -> date:
         zone = ZoneInfo(cohort.timezone)
-        return schedule.first_slot_after(self.clock.now(), cohort.weekday, _parse_hhmm(cohort.post_time), zone,
+        return weekly_slots.first_slot_after(self.clock.now(), cohort.weekday, _parse_hhmm(cohort.post_time), zone,
                                          cohort.start_date)
 
     def _plan(self, s: Session, cohort: Cohort, first_day: date) -> None:
         """Give the pending lessons consecutive weekly slots from ``first_day``; reminders follow their lesson."""
         lessons = self._pending_lessons(s, cohort)
         zone, at = ZoneInfo(cohort.timezone), _parse_hhmm(cohort.post_time)
-        slots = schedule.weekly_slots(first_day, at, zone, len(lessons))
+        slots = weekly_slots.weekly_slots(first_day, at, zone, len(lessons))
         due_by_key = {}
         for delivery, due in zip(lessons, slots):
             delivery.due_at = due
@@ -304,8 +304,8 @@ class Cohorts:
             Delivery.cohort_id == cohort.id, Delivery.kind == "reminder", Delivery.status == "pending"))
         for reminder in reminders:
             if reminder.lesson_key in due_by_key:
-                deadline = schedule.local_to_utc(
-                    due_by_key[reminder.lesson_key].astimezone(zone).date() + schedule.WEEK, at, zone)
+                deadline = weekly_slots.local_to_utc(
+                    due_by_key[reminder.lesson_key].astimezone(zone).date() + weekly_slots.WEEK, at, zone)
                 reminder.due_at = deadline - self.reminder_lead
         s.flush()
 
@@ -323,7 +323,7 @@ class Cohorts:
             slots.append(LessonSlot(
                 key=lesson.key, title=lesson.title, lesson=lesson, due_at=delivery.due_at, local=local,
                 status=delivery.status, exercise=lesson.exercise,
-                deadline_local=schedule.local_to_utc(local.date() + schedule.WEEK, _parse_hhmm(cohort.post_time), zone)
+                deadline_local=weekly_slots.local_to_utc(local.date() + weekly_slots.WEEK, _parse_hhmm(cohort.post_time), zone)
                 .astimezone(zone),
             ))
         members = s.scalar(select(func.count()).select_from(Membership).where(

@@ -1,6 +1,6 @@
 """Posting lessons and reminders exactly once: claim -> post -> mark, with the database as the truth.
 
-The scheduler (studybot/scheduler.py) calls ``Deliveries.tick()`` every few seconds; so does the
+The scheduler (studybot/clock_process.py) calls ``Deliveries.tick()`` every few seconds; so does the
 shell when it fast-forwards. A tick is safe to run at any time, from any number of processes:
 - a row moves pending -> sending with a conditional UPDATE; only one process can win it;
 - a row whose previous attempt may have posted (attempts > 0) is first looked up in the channel
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
-from studybot.clock import Clock
+from studybot.time_source import Clock
 from studybot.curricula import get_curriculum
 from studybot.db.engine import Database
 from studybot.db.models import Cohort, Delivery, Membership, ReminderRecipient, Submission

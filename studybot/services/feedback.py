@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import or_, select, update
 
-from studybot.clock import Clock
+from studybot.time_source import Clock
 from studybot.db.engine import Database
 from studybot.db.models import Cohort, GradingJob, Submission
 from studybot.errors import ChatError

@@ -38,7 +38,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from studybot.clock import Clock
+from studybot.time_source import Clock
 from studybot.curricula import Curriculum, get_curriculum
 from studybot.db.engine import Database
 from studybot.db.models import Cohort, CohortOrganizer, Delivery, Membership, Submission
@@ -46,7 +46,7 @@ from studybot.errors import ChatError, Conflict, FieldError, NotFound, Permissio
 from studybot.messages import render
 from studybot.ports import Chat
 from studybot.queue import JobQueue
-from studybot.services import schedule, validation
+from studybot.services import validation, weekly_slots
 from studybot.services.cohorts import Cohorts
 
 log = logging.getLogger(__name__)
@@ -382,9 +382,9 @@ class Leaderboards:
             at = _hhmm(cohort.leaderboard_time)
             today = now.astimezone(zone).date()
             monday = today - timedelta(days=today.weekday())
-            for week_start in (monday - schedule.WEEK, monday):  # last week's slot may still be within grace
+            for week_start in (monday - weekly_slots.WEEK, monday):  # last week's slot may still be within grace
                 day = week_start + timedelta(days=cohort.leaderboard_weekday)
-                due = schedule.local_to_utc(day, at, zone)
+                due = weekly_slots.local_to_utc(day, at, zone)
                 if due > now:
                     continue
                 key = _week_key(day)

@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from studybot.clock import Clock
+from studybot.time_source import Clock
 from studybot.curricula import load_curricula
 from studybot.db.engine import Database
 from studybot.db.models import Cohort, Delivery, GradingJob, Membership, Notebook, Submission, SubmitIntent

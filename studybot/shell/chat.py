@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from studybot.clock import Clock
+from studybot.time_source import Clock
 from studybot.errors import FieldError
 from studybot.ports import Channel, Message
 

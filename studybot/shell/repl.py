@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import TextIO
 
 from studybot.bootstrap import Services
-from studybot.clock import ManualClock
+from studybot.time_source import ManualClock
 from studybot.messages import render, render_text
 from studybot.shell.chat import to_plain
 

@@ -19,7 +19,7 @@ def register(app: App, services: Services) -> None:
         text = command.get("text", "")
         if services.commands.answers_from_database(text):
             # A few milliseconds of database work: answer in the ack itself, no second round trip.
-            message = services.replies.answer(text, command["user_id"])
+            message = services.reply_cache.answer(text, command["user_id"])
             ack(text=message.text, blocks=message.blocks, response_type="ephemeral")
             return
         ack()  # within Slack's 3 s, before any Slack API call

@@ -9,7 +9,7 @@ CREATE = "/study cohort create fastai --channel #fastai --start 2027-01-05 --tim
 
 def test_cached_answers_follow_every_kind_of_write(bot):
     bot.say(CREATE)
-    replies = bot.services.replies
+    replies = bot.services.reply_cache
     assert "not in any cohort" in replies.answer("status", "ada").text
     assert "Welcome to fastai" in replies.answer("join fastai", "ada").text  # a write, answered directly
     status = replies.answer("status", "ada")

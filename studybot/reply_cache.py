@@ -18,7 +18,7 @@ CACHE_ENTRIES = 10_000  # (user, command) answers kept; oldest dropped first
 PURE_READS = frozenset({"lesson", "schedule", "status"})  # join and leave write: never served from cache
 
 
-class Replies:
+class ReplyCache:
     def __init__(self, db: Database, commands: CommandHandler) -> None:
         self.db, self.commands = db, commands
         self._cache: OrderedDict[tuple[str, str], tuple[int, Message]] = OrderedDict()

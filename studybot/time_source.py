@@ -1,4 +1,4 @@
-"""Time as a dependency: the scheduler and services ask a Clock, so tests and the shell can move it."""
+"""Time as a dependency: the clock process and services ask a Clock, so tests and the shell can move it."""
 
 from __future__ import annotations
 
