@@ -14,12 +14,15 @@ from studybot.config import load_settings
 from studybot.db.engine import Database
 from studybot.shell.chat import ShellChat
 from studybot.shell.repl import Shell
+from studybot.slack.chat import RetryPolicy
 from tests.support.databases import fresh_postgres_schema
 from tests.support import signed_requests
 from tests.support.fake_slack import FakeSlack
 
 SIGNING_SECRET = "test-signing-secret"
 BOT_TOKEN = "xoxb-test-token"
+# Slack's retry waits, shrunk: a 429 waits a tenth of its Retry-After, a 500 starts at 10 ms.
+FAST_RETRIES = RetryPolicy(retry_after_scale=0.1, server_error_backoff_seconds=0.01)
 T0 = datetime(2027, 1, 4, 12, 0, tzinfo=timezone.utc)  # a Monday, noon UTC
 
 
@@ -110,7 +113,7 @@ def slack_app(settings, db, clock, fake_slack):
     from studybot.slack.chat import SlackChat, make_web_client
     from studybot.slack.server import BackgroundServer
 
-    chat = SlackChat(make_web_client(BOT_TOKEN, fake_slack.api_url), post_interval=0.05)
+    chat = SlackChat(make_web_client(BOT_TOKEN, fake_slack.api_url, retry=FAST_RETRIES), post_interval=0.05)
     services = build_services(settings, db, chat, clock)
     server = BackgroundServer(build_app(services, chat, SIGNING_SECRET), loop_timeout=0.05).start()
     yield RunningApp(server.url, fake_slack, services, clock)

@@ -90,12 +90,18 @@ def test_two_clock_processes_post_once_and_the_standby_takes_over(tmp_path, fake
         fake_slack.wait_for("chat.postMessage", timeout=20)
         time.sleep(3)  # both tick a few more times
         assert len(fake_slack.calls_to("chat.postMessage")) == 1
-        for process in clocks:  # the holder dies without cleaning up; the other must take over
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            due_in_a_second("2")
-            break
+        # The holder is the clock that posted: its worker id (host:pid) is on the row it claimed.
+        # It dies without cleaning up; the standby must take the lock over and post the next one.
+        with db.session() as s:
+            claimed_by = s.scalar(select(Delivery.claimed_by).where(Delivery.lesson_key == "1",
+                                                                    Delivery.kind == "lesson"))
+        holder = next(p for p in clocks if claimed_by.endswith(f":{p.pid}"))
+        standby = next(p for p in clocks if p is not holder)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        due_in_a_second("2")
         fake_slack.wait_for("chat.postMessage", count=2, timeout=20)
+        assert standby.poll() is None
 
         def statuses() -> list[str]:
             with db.session() as s:

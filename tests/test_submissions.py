@@ -4,7 +4,7 @@ come back by editing that message, retried through Slack's 429 and 500 answers."
 from __future__ import annotations
 
 import json
-import time
+import logging
 from datetime import datetime, timezone
 
 import pytest
@@ -71,7 +71,8 @@ def test_a_dm_upload_is_stored_queued_and_answered_with_its_position(app):
         assert s.get(Notebook, submission.notebook_sha256).content == notebook()
 
 
-def test_duplicate_file_shared_events_make_one_submission(app):
+def test_duplicate_file_shared_events_make_one_submission(app, caplog):
+    caplog.set_level(logging.INFO, logger="studybot")
     file_id = upload(app, notebook())
     app.fake.wait_for("chat.postMessage")
     for event_id in ("EvA", "EvB"):  # Slack's file_shared for the same upload, and a redelivery
@@ -81,7 +82,9 @@ def test_duplicate_file_shared_events_make_one_submission(app):
     upload_event = {"type": "message", "subtype": "file_share", "channel": "DU1", "channel_type": "im", "user": "U1",
                     "text": "digits", "ts": "1.2", "files": [{"id": file_id}]}
     slack.event(app.url, SIGNING_SECRET, upload_event, event_id="EvC", retry_num=1, retry_reason="http_timeout")
-    time.sleep(1.0)  # the file_shared handlers wait FILE_SHARED_GRACE_SECONDS before they look
+    # Wait until all three duplicates have been handled (each says so), then count: a slow but broken
+    # handler can no longer pass by finishing after the assertion.
+    eventually(lambda: sum("already taken" in r.getMessage() for r in caplog.records) == 3, timeout=10)
     assert count(app, Submission) == 1 and count(app, GradingJob) == 1
     assert len(app.fake.calls_to("chat.postMessage")) == 1
 

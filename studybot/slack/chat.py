@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import re
 import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterator
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler, ServerErrorRetryHandler
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.http_retry.jitter import Jitter
 
 from studybot.errors import ChatError, FieldError
 from studybot.ports import Channel, Message
@@ -24,16 +28,54 @@ ADMIN_CACHE_SECONDS = 600  # how long a users.info answer (admin/owner flags) is
 HISTORY_PAGES = 5  # conversations.history pages searched when reconciling a post (200 messages each)
 
 
-def make_web_client(token: str, base_url: str, timeout: int = 30) -> WebClient:
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the Web API client retries. Production honours Slack's own numbers; tests shrink the waits."""
+
+    connection_retries: int = 2
+    rate_limit_retries: int = 5
+    server_error_retries: int = 3
+    retry_after_scale: float = 1.0  # x the seconds in Slack's Retry-After header (429)
+    server_error_backoff_seconds: float = 0.5  # the first wait after a 500/503, doubling on each retry
+
+
+class RetryAfterHandler(RateLimitErrorRetryHandler):
+    """A 429 waits Retry-After seconds (times the policy's scale) plus up to a second of jitter, scaled too."""
+
+    def __init__(self, max_retry_count: int, scale: float) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.scale = scale
+
+    def prepare_for_next_attempt(self, *, state, request, response=None, error=None) -> None:
+        if response is None:
+            raise error
+        state.next_attempt_requested = True
+        header = next((values for name, values in response.headers.items() if name.lower() == "retry-after"), None)
+        seconds = int(header[0]) if header else 1
+        time.sleep((seconds + random.random()) * self.scale)
+        state.increment_current_attempt()
+
+
+class ProportionalJitter(Jitter):
+    """Up to as much again as the backoff (slack_sdk's default adds up to a whole second, whatever the backoff)."""
+
+    def recalculate(self, duration: float) -> float:
+        return duration * (1 + random.random())
+
+
+def make_web_client(token: str, base_url: str, timeout: int = 30, retry: RetryPolicy = RetryPolicy()) -> WebClient:
     # slack_sdk retries only connection errors by default: 429 (after Retry-After) and 5xx are ours to add.
     return WebClient(
         token=token,
         base_url=base_url,
         timeout=timeout,
         retry_handlers=[
-            ConnectionErrorRetryHandler(max_retry_count=2),
-            RateLimitErrorRetryHandler(max_retry_count=5),
-            ServerErrorRetryHandler(max_retry_count=3),
+            ConnectionErrorRetryHandler(max_retry_count=retry.connection_retries),
+            RetryAfterHandler(retry.rate_limit_retries, retry.retry_after_scale),
+            ServerErrorRetryHandler(max_retry_count=retry.server_error_retries,
+                                    interval_calculator=BackoffRetryIntervalCalculator(
+                                        backoff_factor=retry.server_error_backoff_seconds,
+                                        jitter=ProportionalJitter())),
         ],
     )
 
