@@ -189,3 +189,17 @@ def test_the_intake_acknowledges_a_notebook_in_the_dm_once_per_upload(bot):
     assert (again.status, again.submission_id, again.message_id) == (DUPLICATE, taken.submission_id, None)
     assert bot.out.getvalue()[start:] == said  # the repeat posts nothing
     assert count(bot, Submission) == 1
+
+
+def test_a_learner_asking_for_the_cohort_form_is_refused_before_it_opens(bot):
+    refused = bot.say("/study cohort create", as_user="mallory")
+    assert "Only organizers can create cohorts" in refused and "cohort form" not in refused
+    assert "The cohort form opens in Slack" in bot.say("/study cohort create", as_user="admin")
+
+
+def test_the_cohort_in_a_channel_is_the_oldest_there(bot):
+    bot.say(CREATE)
+    bot.say(CREATE.replace("create fastai", "create later"))
+    assert bot.services.cohorts.cohort_in_channel("fastai").name == "fastai"
+    assert bot.services.cohorts.cohort_in_channel("elsewhere") is None
+
