@@ -1,20 +1,9 @@
-"""Publishing the App Home tab."""
+"""Publishing the App Home tab. What it shows is decided in studybot/home.py, shared with the shell."""
 
 from __future__ import annotations
 
 from studybot.bootstrap import Services
-from studybot.messages import render_view
-
-
-def home_context(services: Services, user_id: str) -> dict:
-    cohorts = services.cohorts
-    return dict(cohorts=cohorts.cohorts_of(user_id), organized=cohorts.organized_by(user_id),
-                submitted=cohorts.submitted_exercises(user_id), is_organizer=cohorts.is_any_organizer(user_id),
-                recent=services.submissions.history(user_id), best=services.submissions.best(user_id))
-
-
-def home_view(services: Services, user_id: str) -> dict:
-    return render_view("home", **home_context(services, user_id))
+from studybot.home import home_view
 
 
 def publish_home(client, services: Services, user_id: str) -> None:
