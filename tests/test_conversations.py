@@ -203,3 +203,16 @@ def test_the_cohort_in_a_channel_is_the_oldest_there(bot):
     assert bot.services.cohorts.cohort_in_channel("fastai").name == "fastai"
     assert bot.services.cohorts.cohort_in_channel("elsewhere") is None
 
+
+def test_the_shell_shows_hints_thread_replies_and_home_updates(bot):
+    from studybot.messages import render, render_view
+
+    bot.chat.post_ephemeral("fastai", "ada", render("channel_welcome", cohort_name="fastai"))
+    bot.chat.reply_in_thread("fastai", "m7", render("help", unknown=None, organizer=False))
+    bot.chat.publish_home("ada", render_view("home", cohorts=[], organized=[], submitted=set(), is_organizer=False,
+                                             recent=[], best=[]))
+    said = bot.out.getvalue()
+    assert "· only @ada sees this ──\nWelcome! This channel is the study cohort fastai." in said
+    assert "· in the thread of m7 ──\nHere is what `/study` does" in said
+    assert "── App Home of @ada" in said
+    assert [p.channel_id for p in bot.chat.posted] == ["fastai"]  # the thread reply only: a hint cannot be found later
