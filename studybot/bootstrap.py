@@ -16,6 +16,7 @@ from studybot.queue import JobQueue
 from studybot.services.feedback import Feedback
 from studybot.services.intake import Intake
 from studybot.services.leaderboards import Leaderboards
+from studybot.services.processed_events import ProcessedEvents
 from studybot.services.submissions import Submissions
 
 
@@ -33,6 +34,7 @@ class Services:
     commands: CommandHandler
     reply_cache: ReplyCache
     intake: Intake
+    processed_events: ProcessedEvents
 
 
 def build_services(settings: Settings, db: Database, chat: Chat, clock: Clock) -> Services:
@@ -48,4 +50,4 @@ def build_services(settings: Settings, db: Database, chat: Chat, clock: Clock) -
     return Services(db=db, chat=chat, clock=clock, cohorts=cohorts, deliveries=deliveries, leaderboards=leaderboards,
                     queue=queue, submissions=submissions, feedback=feedback,
                     commands=commands, reply_cache=ReplyCache(db, commands),
-                    intake=Intake(chat, submissions, feedback))
+                    intake=Intake(chat, submissions, feedback), processed_events=ProcessedEvents(db, clock))
