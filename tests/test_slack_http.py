@@ -164,6 +164,11 @@ def test_a_retried_event_is_handled_once(slack_app):
     assert len(slack_app.fake.calls_to("views.publish")) == 1
 
 
+def test_an_event_id_is_first_seen_once(slack_app):
+    events = slack_app.services.processed_events
+    assert [events.first_time("Ev9"), events.first_time("Ev9"), events.first_time("Ev10")] == [True, False, True]
+
+
 def test_home_buttons_pause_a_cohort(slack_app):
     study(slack_app, CREATE)
     payload = slack.block_action_payload("cohort_pause", "fastai", user_id="UADMIN")
