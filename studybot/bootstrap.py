@@ -14,7 +14,9 @@ from studybot.services.cohorts import Cohorts
 from studybot.services.deliveries import Deliveries
 from studybot.queue import JobQueue
 from studybot.services.feedback import Feedback
+from studybot.services.intake import Intake
 from studybot.services.leaderboards import Leaderboards
+from studybot.services.processed_events import ProcessedEvents
 from studybot.services.submissions import Submissions
 
 
@@ -31,6 +33,8 @@ class Services:
     feedback: Feedback
     commands: CommandHandler
     reply_cache: ReplyCache
+    intake: Intake
+    processed_events: ProcessedEvents
 
 
 def build_services(settings: Settings, db: Database, chat: Chat, clock: Clock) -> Services:
@@ -45,4 +49,5 @@ def build_services(settings: Settings, db: Database, chat: Chat, clock: Clock) -
     commands = CommandHandler(cohorts, submissions=submissions, leaderboards=leaderboards)
     return Services(db=db, chat=chat, clock=clock, cohorts=cohorts, deliveries=deliveries, leaderboards=leaderboards,
                     queue=queue, submissions=submissions, feedback=feedback,
-                    commands=commands, reply_cache=ReplyCache(db, commands))
+                    commands=commands, reply_cache=ReplyCache(db, commands),
+                    intake=Intake(chat, submissions, feedback), processed_events=ProcessedEvents(db, clock))

@@ -140,8 +140,7 @@ class CommandHandler:
         if action == "create":
             if not rest:
                 # Permission first: a learner should not get a form they cannot submit.
-                if not self.cohorts.is_organizer(user_id):
-                    self.cohorts.create(user_id, name="", channel="", start="", at="", tz="")
+                self.cohorts.require_can_create(user_id)
                 return Reply("cohort_modal_opening", modal="cohort_modal")
             args = parse(rest, COHORT_CREATE_OPTIONS)
             if len(args.positional) != 1:

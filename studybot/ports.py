@@ -49,3 +49,15 @@ class Chat(Protocol):
     def upload_file(self, user_id: str, filename: str, content: bytes, title: str) -> str:
         """Send a file to one user in a direct message (an organizer's CSV export); returns the file's id
         (Slack) or where it was written (the shell). Raises ChatError after retries."""
+
+    def post_ephemeral(self, channel_id: str, user_id: str, message: Message) -> None:
+        """Show a message in a channel to one member only: a one-shot hint, it cannot be edited later.
+        Raises ChatError after retries."""
+
+    def reply_in_thread(self, channel_id: str, thread_id: str, message: Message) -> str:
+        """Answer in the thread of message ``thread_id`` (an @-mention of the bot); returns the reply's id.
+        Raises ChatError after retries."""
+
+    def publish_home(self, user_id: str, view: dict[str, Any]) -> None:
+        """Show one user their App Home (the view rendered from messages/home.j2, see studybot/home.py).
+        Raises ChatError after retries."""

@@ -157,3 +157,62 @@ def test_status_and_home_show_progress(bot):
 
 def test_quotes_that_do_not_close_get_a_clear_error(bot):
     assert "Check your quotes" in bot.say('/study join "fastai')
+
+
+NOTEBOOK = (b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"cell_type": "code", "id": "a1", '
+            b'"metadata": {}, "execution_count": null, "outputs": [], "source": "#| export\\nx = 1"}]}')
+
+
+def test_a_shell_submission_that_is_no_notebook_is_refused_in_the_dm(bot, tmp_path):
+    missing = bot.say(f"/study submit digits {tmp_path / 'nowhere.ipynb'}", as_user="ada")
+    assert "── DM to @ada" in missing and "I could not take that notebook: There is no file" in missing
+    broken = tmp_path / "broken.ipynb"
+    broken.write_text("not json at all")
+    said = bot.say(f"/study submit digits {broken}")
+    assert "not valid notebook JSON" in said and "Nothing was queued" in said
+    assert count(bot, Submission) == 0
+
+
+def test_the_intake_acknowledges_a_notebook_in_the_dm_once_per_upload(bot):
+    from studybot.services.intake import DUPLICATE, QUEUED
+
+    start = bot.out.tell()
+    taken = bot.services.intake.accept("ada", NOTEBOOK, filename="mine.ipynb", exercise="digits", source="shell",
+                                       upload_id="F1")
+    said = bot.out.getvalue()[start:]
+    assert taken.status == QUEUED
+    assert "── DM to @ada" in said and "Notebook received for digits (submission #1). Queued, position 1." in said
+    submission = bot.services.submissions.get(taken.submission_id)
+    assert (submission.dm_channel, submission.dm_ts, submission.notified_state) == ("@ada", taken.message_id, "queued")
+    again = bot.services.intake.accept("ada", NOTEBOOK, filename="mine.ipynb", exercise="digits", source="shell",
+                                       upload_id="F1")
+    assert (again.status, again.submission_id, again.message_id) == (DUPLICATE, taken.submission_id, None)
+    assert bot.out.getvalue()[start:] == said  # the repeat posts nothing
+    assert count(bot, Submission) == 1
+
+
+def test_a_learner_asking_for_the_cohort_form_is_refused_before_it_opens(bot):
+    refused = bot.say("/study cohort create", as_user="mallory")
+    assert "Only organizers can create cohorts" in refused and "cohort form" not in refused
+    assert "The cohort form opens in Slack" in bot.say("/study cohort create", as_user="admin")
+
+
+def test_the_cohort_in_a_channel_is_the_oldest_there(bot):
+    bot.say(CREATE)
+    bot.say(CREATE.replace("create fastai", "create later"))
+    assert bot.services.cohorts.cohort_in_channel("fastai").name == "fastai"
+    assert bot.services.cohorts.cohort_in_channel("elsewhere") is None
+
+
+def test_the_shell_shows_hints_thread_replies_and_home_updates(bot):
+    from studybot.messages import render, render_view
+
+    bot.chat.post_ephemeral("fastai", "ada", render("channel_welcome", cohort_name="fastai"))
+    bot.chat.reply_in_thread("fastai", "m7", render("help", unknown=None, organizer=False))
+    bot.chat.publish_home("ada", render_view("home", cohorts=[], organized=[], submitted=set(), is_organizer=False,
+                                             recent=[], best=[]))
+    said = bot.out.getvalue()
+    assert "· only @ada sees this ──\nWelcome! This channel is the study cohort fastai." in said
+    assert "· in the thread of m7 ──\nHere is what `/study` does" in said
+    assert "── App Home of @ada" in said
+    assert [p.channel_id for p in bot.chat.posted] == ["fastai"]  # the thread reply only: a hint cannot be found later

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import func, select
 
 from studybot.db.models import Cohort
 from tests.conftest import FAST_RETRIES, SIGNING_SECRET
 from tests.support import signed_requests as slack
+from tests.support.waiting import eventually
 
 CREATE = "cohort create fastai --channel <#CSTUDY|fastai-study> --start 2027-01-05 --time 18:00 --tz Europe/Berlin"
 
@@ -161,6 +164,11 @@ def test_a_retried_event_is_handled_once(slack_app):
     assert len(slack_app.fake.calls_to("views.publish")) == 1
 
 
+def test_an_event_id_is_first_seen_once(slack_app):
+    events = slack_app.services.processed_events
+    assert [events.first_time("Ev9"), events.first_time("Ev9"), events.first_time("Ev10")] == [True, False, True]
+
+
 def test_home_buttons_pause_a_cohort(slack_app):
     study(slack_app, CREATE)
     payload = slack.block_action_payload("cohort_pause", "fastai", user_id="UADMIN")
@@ -242,3 +250,36 @@ def test_reminders_are_dms_to_members_without_a_submission(slack_app):
     assert opened.args["users"] == "U1"
     dm = slack_app.fake.calls_to("chat.postMessage")[-1]
     assert dm.args["channel"] == "DU1" and "digits" in dm.args["text"]
+
+
+@pytest.mark.parametrize("event, method, logged", [
+    ({"type": "member_joined_channel", "channel": "CSTUDY", "user": "U2"}, "chat.postEphemeral",
+     "could not welcome U2 to fastai: Slack refused chat_postEphemeral: user_not_in_channel"),
+    ({"type": "app_home_opened", "user": "U1", "tab": "home"}, "views.publish",
+     "could not publish the App Home of U1: Slack refused views_publish: user_not_in_channel"),
+    ({"type": "message", "channel": "DU1", "channel_type": "im", "user": "U1", "text": "hello?"}, "chat.postMessage",
+     "could not point U1 at the commands: Slack refused chat_postMessage: user_not_in_channel"),
+])
+def test_a_post_slack_refuses_is_logged_as_a_chat_error_not_escaped_from_the_listener(slack_app, caplog, event,
+                                                                                     method, logged):
+    study(slack_app, CREATE)
+    slack_app.fake.fail_next(method, status=200, error="user_not_in_channel")
+    assert slack.event(slack_app.url, SIGNING_SECRET, event).status_code == 200
+    [refused] = slack_app.fake.wait_for(method)
+    assert not refused.ok
+    eventually(lambda: logged in caplog.messages)  # the listener's last act: nothing can be logged after it
+    escaped = [r for r in caplog.records if r.levelno >= logging.ERROR and "user_not_in_channel" in r.getMessage()]
+    assert not escaped  # bolt's "Failed to run listener function", with Slack's error in it
+
+
+def test_a_mention_is_answered_in_its_thread_at_the_channels_pace(slack_app):
+    study(slack_app, CREATE)
+    slack_app.services.chat.pacer.interval = 0.5  # long enough that an unpaced reply could not wait this long
+    slack_app.clock.set(datetime(2027, 1, 5, 17, 0, 30, tzinfo=timezone.utc))
+    assert slack_app.services.deliveries.tick().posted == ["fastai:1"]
+    slack.event(slack_app.url, SIGNING_SECRET, {"type": "app_mention", "channel": "CSTUDY", "user": "U1",
+                                                "text": "<@UBOT> help", "ts": "7.1"})
+    lesson, reply = slack_app.fake.wait_for("chat.postMessage", count=2)
+    assert reply.args["channel"] == "CSTUDY" and reply.args["thread_ts"] == "7.1"
+    assert "/study join NAME" in reply.args["text"]
+    assert reply.at - lesson.at >= 0.45

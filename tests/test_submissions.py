@@ -3,6 +3,7 @@ come back by editing that message, retried through Slack's 429 and 500 answers."
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from datetime import datetime, timezone
@@ -10,9 +11,12 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import func, select, update
 
+from studybot.bootstrap import build_services
 from studybot.db.models import GradingJob, Notebook, Submission
 from studybot.errors import InputError
+from studybot.services.intake import DUPLICATE, REJECTED
 from studybot.services.submissions import check_notebook
+from studybot.shell.chat import ShellChat
 from studybot.slack import events as slack_events
 from tests.conftest import SIGNING_SECRET
 from tests.support import signed_requests as slack
@@ -199,3 +203,27 @@ def test_an_oversized_upload_is_refused_before_it_is_downloaded(app):
     [answer] = app.fake.wait_for("chat.postMessage")
     assert "the limit is 1 KB" in answer.args["text"] and "Clear the outputs" in answer.args["text"]
     assert not app.fake.calls_to("download") and count(app, Submission) == 0
+
+
+def test_slack_and_the_shell_refuse_a_notebook_with_the_same_message(app, settings, db, clock):
+    upload(app, notebook(), text="cifar-1000")
+    [slack_answer] = app.fake.wait_for("chat.postMessage")
+    shell_chat = ShellChat(io.StringIO(), clock, lambda user_id: False)
+    shell = build_services(settings, db, shell_chat, clock)
+    refused = shell.intake.accept("U1", notebook(), filename="solution.ipynb", exercise="cifar-1000", source="shell")
+    assert refused.status == REJECTED and refused.error.field == "exercise"
+    [shell_answer] = shell_chat.posted
+    assert shell_answer.channel_id == "@U1"
+    assert (shell_answer.message.text, shell_answer.message.blocks) == (slack_answer.args["text"],
+                                                                        slack_answer.args["blocks"])
+
+
+def test_a_slack_upload_is_acknowledged_with_the_intakes_outcome(app):
+    file_id = upload(app, notebook())
+    [answer] = app.fake.wait_for("chat.postMessage")
+    submission = eventually(lambda: submission_row(app, dm_ts=answer.response["ts"]))
+    assert (submission.slack_file_id, submission.source, submission.dm_channel) == (file_id, "slack", "DU1")
+    again = app.services.intake.accept("U1", notebook(), filename="solution.ipynb", exercise="digits",
+                                       upload_id=file_id)
+    assert (again.status, again.submission_id) == (DUPLICATE, submission.id)
+    assert len(app.fake.calls_to("chat.postMessage")) == 1

@@ -335,6 +335,18 @@ class Cohorts:
             organizers=tuple(o.user_id for o in cohort.organizers), member_count=members or 0, lessons=tuple(slots),
         )
 
+    # ---- asked by transports ---------------------------------------------------------------
+
+    def cohort_in_channel(self, channel_id: str) -> CohortView | None:
+        """The cohort that studies in this channel (the oldest, if several share it), or None."""
+        with self.db.session() as s:
+            cohort = s.scalar(select(Cohort).where(Cohort.channel_id == channel_id).order_by(Cohort.id).limit(1))
+            return self._view(s, cohort) if cohort is not None else None
+
+    def require_can_create(self, user_id: str) -> None:
+        """PermissionDenied unless the user may create cohorts (checked before a form is even opened)."""
+        self._require_organizer(user_id, None, "create cohorts")
+
 
 def _parse_hhmm(value: str) -> time:
     hours, minutes = value.split(":")

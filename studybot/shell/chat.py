@@ -98,3 +98,18 @@ class ShellChat:
             raise FieldError("channel", f"Channel {raw!r} is not a channel name: use #name, lowercase, e.g. #fastai-study.",
                              value=raw)
         return Channel(id=name, name=name)
+
+    def post_ephemeral(self, channel_id: str, user_id: str, message: Message) -> None:
+        """Printed like a post, marked as seen by one member only; not remembered (it cannot be found later)."""
+        stamp = self.clock.now().strftime("%a %d %b %Y %H:%M UTC")
+        self.out.write(f"\n── #{channel_id} · {stamp} · only @{user_id} sees this ──\n{to_plain(message.text)}\n")
+
+    def reply_in_thread(self, channel_id: str, thread_id: str, message: Message) -> str:
+        stamp = self.clock.now().strftime("%a %d %b %Y %H:%M UTC")
+        self.out.write(f"\n── #{channel_id} · {stamp} · in the thread of {thread_id} ──\n{to_plain(message.text)}\n")
+        return self._record(channel_id, message, None)
+
+    def publish_home(self, user_id: str, view: dict[str, Any]) -> None:
+        """Only says that it changed: the terminal shows a home as text, on `:home` (studybot/home.py)."""
+        stamp = self.clock.now().strftime("%a %d %b %Y %H:%M UTC")
+        self.out.write(f"\n── App Home of @{user_id} · {stamp} (updated; :home shows it) ──\n")

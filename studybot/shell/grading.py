@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 from studybot.bootstrap import Services
-from studybot.errors import InputError, StudybotError
-from studybot.messages import render
+from studybot.errors import InputError
 from studybot.services.feedback import FINAL_PREFIX
+from studybot.services.intake import QUEUED
 
 GRADE_TIMEOUT_SECONDS = 30 * 60  # the shell waits this long for a result before giving up on showing it
 POLL_SECONDS = 0.5
@@ -18,20 +18,13 @@ POLL_SECONDS = 0.5
 
 def submit_and_grade(services: Services, user_id: str, exercise: str, path: str, say) -> None:
     file = Path(path).expanduser()
-    try:
-        if not file.is_file():
-            raise InputError(f"There is no file {path!r}.")
-        accepted = services.submissions.submit(user_id, file.read_bytes(), filename=file.name, exercise=exercise,
-                                               source="shell")
-    except StudybotError as error:
-        message = render("submission_rejected", error=error, field=getattr(error, "field", None))
-        services.chat.post(services.chat.open_dm(user_id), message)
+    if not file.is_file():
+        services.intake.refuse(user_id, InputError(f"There is no file {path!r}."))
         return
-    submission = services.submissions.get(accepted.submission_id)
-    channel = services.chat.open_dm(user_id)
-    ts = services.chat.post(channel, render("submission", **services.feedback.context(
-        submission, services.submissions.job(submission.id))))
-    services.submissions.attach_message(submission.id, channel, ts, "queued")
+    taken = services.intake.accept(user_id, file.read_bytes(), filename=file.name, exercise=exercise, source="shell")
+    if taken.status != QUEUED:
+        return
+    submission = services.submissions.get(taken.submission_id)  # what the grading loop below watches
     try:
         from grader.work import Worker
     except ImportError:

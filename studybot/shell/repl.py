@@ -11,8 +11,9 @@ from datetime import datetime, timedelta
 from typing import TextIO
 
 from studybot.bootstrap import Services
+from studybot.home import home_text
 from studybot.time_source import ManualClock
-from studybot.messages import render, render_text
+from studybot.messages import render
 from studybot.shell.chat import to_plain
 
 SHELL_HELP = """Shell commands:
@@ -100,9 +101,7 @@ class Shell:
         elif verb == "now":
             self.say(f"It is {self.clock.now():%a %d %b %Y %H:%M} UTC.")
         elif verb == "home":
-            from studybot.slack.home import home_context
-
-            self.say(to_plain(render_text("home", **home_context(self.services, self.user))))
+            self.say(to_plain(home_text(self.services, self.user)))
         elif verb == "dm":
             self.say(to_plain(render("dm_help").text))
         else:

@@ -6,10 +6,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from slack_bolt import App, BoltResponse
-from sqlalchemy.exc import IntegrityError
 
 from studybot.bootstrap import Services
-from studybot.db.models import ProcessedEvent
 from studybot.slack import actions, commands, events, views
 from studybot.slack.chat import SlackChat
 
@@ -40,13 +38,9 @@ def _dedupe_events(services: Services):
 
     def dedupe(body, next):  # noqa: A002 - bolt's argument name
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-        if event_id:
-            try:
-                with services.db.session() as s:
-                    s.add(ProcessedEvent(event_id=event_id, received_at=services.clock.now()))
-            except IntegrityError:
-                log.info("event %s already handled; ignoring the retry", event_id)
-                return BoltResponse(status=200, body="")
+        if event_id and not services.processed_events.first_time(event_id):
+            log.info("event %s already handled; ignoring the retry", event_id)
+            return BoltResponse(status=200, body="")
         return next()
 
     return dedupe

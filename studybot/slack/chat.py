@@ -197,3 +197,20 @@ class SlackChat:
             if not cursor:
                 raise FieldError("channel", f"I cannot find #{name}. Check the name; for a private channel, invite me first.",
                                  value=raw)
+
+    def post_ephemeral(self, channel_id: str, user_id: str, message: Message) -> None:
+        # Not queued behind the channel's pacer: Slack's one-a-second-per-channel limit is chat.postMessage's
+        # (chat.postEphemeral has its own, higher tier), and a welcome waiting for its slot would hold a
+        # listener thread: a burst of people joining a channel would hold them all. The client retries 429s.
+        self._call("chat_postEphemeral", channel=channel_id, user=user_id, text=message.text,
+                   blocks=message.blocks or None)
+
+    def reply_in_thread(self, channel_id: str, thread_id: str, message: Message) -> str:
+        with self.pacer.slot(channel_id):  # a thread reply is a chat.postMessage in the channel: same pace
+            response = self._call("chat_postMessage", channel=channel_id, thread_ts=thread_id, text=message.text,
+                                  blocks=message.blocks or None, unfurl_links=False, unfurl_media=False)
+        return response["ts"]
+
+    def publish_home(self, user_id: str, view: dict[str, Any]) -> None:
+        # views.publish posts to no channel, so there is no channel pace to keep.
+        self._call("views_publish", user_id=user_id, view=view)

@@ -1,21 +1,13 @@
-"""Publishing the App Home tab."""
+"""Publishing the App Home tab. What it shows is decided in studybot/home.py, shared with the shell."""
 
 from __future__ import annotations
 
 from studybot.bootstrap import Services
-from studybot.messages import render_view
+from studybot.home import home_view
+from studybot.slack.listener_errors import chat_errors_logged
 
 
-def home_context(services: Services, user_id: str) -> dict:
-    cohorts = services.cohorts
-    return dict(cohorts=cohorts.cohorts_of(user_id), organized=cohorts.organized_by(user_id),
-                submitted=cohorts.submitted_exercises(user_id), is_organizer=cohorts.is_any_organizer(user_id),
-                recent=services.submissions.history(user_id), best=services.submissions.best(user_id))
-
-
-def home_view(services: Services, user_id: str) -> dict:
-    return render_view("home", **home_context(services, user_id))
-
-
-def publish_home(client, services: Services, user_id: str) -> None:
-    client.views_publish(user_id=user_id, view=home_view(services, user_id))
+def publish_home(services: Services, user_id: str) -> None:
+    """Publish the user's App Home; a failure is logged (the next app_home_opened publishes again)."""
+    with chat_errors_logged(f"publish the App Home of {user_id}"):
+        services.chat.publish_home(user_id, home_view(services, user_id))

@@ -1,17 +1,14 @@
-"""A notebook uploaded in a DM: fetch it with the bot token, hand it to the domain, answer at once."""
+"""A notebook uploaded in a DM: fetch it with the bot token and hand it to the intake
+(studybot/services/intake.py), which submits it and answers the learner."""
 
 from __future__ import annotations
 
-import logging
 import urllib.error
 import urllib.request
 
 from studybot.bootstrap import Services
 from studybot.errors import InputError, StudybotError
-from studybot.messages import render
 from studybot.services.submissions import MAX_NOTEBOOK_BYTES, check_size
-
-log = logging.getLogger(__name__)
 
 DOWNLOAD_TIMEOUT = 30  # seconds
 
@@ -40,26 +37,26 @@ def download(url: str, token: str, max_bytes: int = MAX_NOTEBOOK_BYTES) -> tuple
         raise InputError(f"The download from Slack failed ({type(error).__name__}). Try again in a minute.") from None
 
 
+def fetch_upload(client, file_id: str, max_bytes: int) -> tuple[bytes, str, str]:
+    """The upload's bytes, name and content type; InputError when it is not a notebook we can take.
+
+    Name and reported size are checked before downloading, so an oversized file is never fetched.
+    files.info stays a raw client call: it fetches, it posts nothing (posts go through the Chat port)."""
+    info = client.files_info(file=file_id)["file"]
+    name = info.get("name") or "the file"
+    if not name.lower().endswith(".ipynb"):
+        raise InputError(f"{name} is not a notebook: send a .ipynb file.")
+    check_size(info.get("size") or 0, name, max_bytes)
+    content, content_type = download(info["url_private_download"], client.token, max_bytes)
+    return content, name, content_type
+
+
 def take_upload(services: Services, client, user_id: str, file_id: str, text: str | None) -> None:
-    """Check, store and queue one uploaded file; the learner gets one message either way."""
+    """Fetch one uploaded file and hand it to the intake, which answers the learner (once per file)."""
     try:
-        info = client.files_info(file=file_id)["file"]
-        name = info.get("name") or "the file"
-        if not name.lower().endswith(".ipynb"):
-            raise InputError(f"{name} is not a notebook: send a .ipynb file.")
-        check_size(info.get("size") or 0, name, services.submissions.max_bytes)  # refused before downloading
-        content, content_type = download(info["url_private_download"], client.token, services.submissions.max_bytes)
-        accepted = services.submissions.submit(user_id, content, filename=name, exercise=text,
-                                               content_type=content_type, slack_file_id=file_id)
+        content, name, content_type = fetch_upload(client, file_id, services.submissions.max_bytes)
     except StudybotError as error:
-        message = render("submission_rejected", error=error, field=getattr(error, "field", None))
-        client.chat_postMessage(channel=services.chat.open_dm(user_id), text=message.text, blocks=message.blocks)
+        services.intake.refuse(user_id, error)
         return
-    if accepted.duplicate:
-        log.info("file %s was already taken as submission %s", file_id, accepted.submission_id)
-        return
-    submission = services.submissions.get(accepted.submission_id)
-    channel = services.chat.open_dm(user_id)
-    message = render("submission", **services.feedback.context(submission, services.submissions.job(submission.id)))
-    ts = services.chat.post(channel, message)
-    services.submissions.attach_message(submission.id, channel, ts, "queued")
+    services.intake.accept(user_id, content, filename=name, exercise=text, source="slack",
+                           content_type=content_type, upload_id=file_id)

@@ -25,6 +25,8 @@ def register(app: App, services: Services) -> None:
         ack()  # within Slack's 3 s, before any Slack API call
         reply = services.commands.handle(text, command["user_id"])
         if reply.modal:
+            # Bolt's own client: views.open answers this command (its trigger_id is valid for 3 seconds
+            # and only here); ack() and respond() answer the request itself. None of them is a post.
             client.views_open(trigger_id=command["trigger_id"], view=render_view(
                 reply.modal, curricula=list(load_curricula(services.cohorts.curricula_dir).values()),
                 default_tz=_user_tz(client, command["user_id"])))

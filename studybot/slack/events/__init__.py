@@ -7,12 +7,11 @@ import logging
 import time
 
 from slack_bolt import App
-from sqlalchemy import select
 
 from studybot.bootstrap import Services
-from studybot.db.models import Cohort
 from studybot.messages import render
 from studybot.slack.home import publish_home
+from studybot.slack.listener_errors import chat_errors_logged
 from studybot.slack.uploads import take_upload
 
 log = logging.getLogger(__name__)
@@ -21,9 +20,9 @@ FILE_SHARED_GRACE_SECONDS = 2.0  # how long file_shared waits for the richer mes
 
 
 def register(app: App, services: Services) -> None:
-    def app_home_opened(event, client):
+    def app_home_opened(event):
         if event.get("tab", "home") == "home":
-            publish_home(client, services, event["user"])
+            publish_home(services, event["user"])
 
     def direct_message(event, client):
         if event.get("bot_id") or event.get("subtype") not in (None, "file_share"):
@@ -32,23 +31,26 @@ def register(app: App, services: Services) -> None:
             return
         if event.get("files"):
             for shared in event["files"]:
-                take_upload(services, client, event["user"], shared["id"], event.get("text"))
+                with chat_errors_logged(f"answer the upload {shared['id']} of {event['user']}"):
+                    take_upload(services, client, event["user"], shared["id"], event.get("text"))
             return
-        message = render("dm_help")
-        client.chat_postMessage(channel=event["channel"], text=message.text, blocks=message.blocks)
+        with chat_errors_logged(f"point {event.get('user')} at the commands"):
+            services.chat.post(event["channel"], render("dm_help"))
 
-    def app_mention(event, say):
-        message = render("help", unknown=None, organizer=False)
-        say(text=message.text, blocks=message.blocks, thread_ts=event.get("thread_ts") or event.get("ts"))
+    def app_mention(event):
+        # Through the Chat port rather than bolt's say(): the reply lands in a cohort channel, where it
+        # must keep the channel's pace with the lesson posts.
+        with chat_errors_logged(f"answer a mention in {event.get('channel')}"):
+            services.chat.reply_in_thread(event["channel"], event.get("thread_ts") or event.get("ts"),
+                                          render("help", unknown=None, organizer=False))
 
-    def member_joined_channel(event, client):
-        with services.db.session() as s:
-            cohort = s.scalar(select(Cohort).where(Cohort.channel_id == event.get("channel")))
-            name = cohort.name if cohort else None
-        if name is None or event.get("user") is None:
+    def member_joined_channel(event):
+        cohort = services.cohorts.cohort_in_channel(event.get("channel") or "")
+        if cohort is None or event.get("user") is None:
             return
-        message = render("channel_welcome", cohort_name=name)
-        client.chat_postEphemeral(channel=event["channel"], user=event["user"], text=message.text, blocks=message.blocks)
+        with chat_errors_logged(f"welcome {event['user']} to {cohort.name}"):
+            services.chat.post_ephemeral(event["channel"], event["user"],
+                                         render("channel_welcome", cohort_name=cohort.name))
 
     def file_shared(event, client):
         # Slack also sends a `message` event (with the exercise id as its text) for the same upload.
@@ -56,7 +58,8 @@ def register(app: App, services: Services) -> None:
         if event.get("channel_type", "im") != "im" and not str(event.get("channel_id", "")).startswith("D"):
             return
         time.sleep(FILE_SHARED_GRACE_SECONDS)
-        take_upload(services, client, event["user_id"], event["file_id"], None)
+        with chat_errors_logged(f"answer the upload {event['file_id']} of {event['user_id']}"):
+            take_upload(services, client, event["user_id"], event["file_id"], None)
 
     def uninstalled(event):
         log.warning("Slack says %s: the bot token no longer works until the app is reinstalled", event.get("type"))

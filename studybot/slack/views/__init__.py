@@ -8,6 +8,7 @@ from studybot.bootstrap import Services
 from studybot.errors import FieldError, StudybotError
 from studybot.messages import render
 from studybot.slack.home import publish_home
+from studybot.slack.listener_errors import chat_errors_logged
 
 # Form block ids -> the field names the domain reports in FieldError.field
 FORM_FIELDS = {"name": "name", "channel": "channel", "curriculum": "curriculum", "start": "start",
@@ -24,7 +25,7 @@ def _value(state: dict, block_id: str) -> str:
 
 
 def register(app: App, services: Services) -> None:
-    def cohort_create(ack, body, view, client):
+    def cohort_create(ack, body, view):
         state = view["state"]["values"]
         user_id = body["user"]["id"]
         fields = {block: _value(state, block) for block in FORM_FIELDS}
@@ -39,10 +40,9 @@ def register(app: App, services: Services) -> None:
         except StudybotError as error:  # permission, duplicate name: shown on the name field
             ack(response_action="errors", errors={"name": error.message})
             return
-        ack()
-        message = render("cohort_created", cohort=cohort)
-        channel = client.conversations_open(users=user_id)["channel"]["id"]
-        client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
-        publish_home(client, services, user_id)
+        ack()  # closes the form; ack(response_action="errors") above keeps it open, with the field marked
+        with chat_errors_logged(f"tell {user_id} that {cohort.name} was created"):
+            services.chat.dm(user_id, render("cohort_created", cohort=cohort))
+        publish_home(services, user_id)
 
     app.view("cohort_create")(cohort_create)
