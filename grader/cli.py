@@ -9,34 +9,26 @@
 Exit status of `grade` and `reference`: 0 passed, 1 judged but not passed (the learner's
 statuses), 3 infra_error or a grader problem (bad spec, missing dataset, no sandbox).
 argparse uses 2 for usage errors.
+
+The grading itself is grader/api.py; this module only parses, shows progress and prints.
 """
 
 import argparse
 import datetime
 import json
-import os
 import pathlib
 import sys
 
 from grader import results
 from grader.errors import GraderError
+from grader.paths import UNSAFE_FLAG, UNSAFE_WARNING, resolve_data_dir
 from grader.spec import default_exercises_dir, find_exercise, list_exercises
 
 EXIT_PASSED, EXIT_NOT_PASSED, EXIT_INFRA = 0, 1, 3
-DEFAULT_DATA_DIR = pathlib.Path("~/.cache/studybot-grader")  # overridden by $GRADER_DATA_DIR or --data-dir
-UNSAFE_FLAG = "--unsafe-no-sandbox-dev-only"
-UNSAFE_WARNING = f"""
-!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
-!!  {UNSAFE_FLAG}: the notebook's code runs WITHOUT the sandbox, with
-!!  your user's files, network and secrets within its reach. Only for trusted code
-!!  on a development machine. Never on a grading host.
-!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
-"""
 
 
 def data_dir_from(args) -> pathlib.Path:
-    chosen = args.data_dir or os.environ.get("GRADER_DATA_DIR") or DEFAULT_DATA_DIR
-    return pathlib.Path(chosen).expanduser()
+    return resolve_data_dir(args.data_dir)
 
 
 # ---- progress ---------------------------------------------------------------------------------
@@ -161,17 +153,17 @@ def default_plot_path(data_dir: pathlib.Path, exercise: str, tag: str) -> pathli
 # ---- commands ---------------------------------------------------------------------------------
 
 def cmd_grade(args, load_dataset) -> int:
-    from grader import grading
+    from grader import api
     spec = find_exercise(args.exercise, args.exercises_dir)
     data_dir = data_dir_from(args)
     if args.unsafe:
         print(UNSAFE_WARNING, file=sys.stderr)
     progress = make_progress(args.json)
     try:
-        result = grading.grade(args.notebook, spec, data_dir=data_dir, load_dataset=load_dataset, runs=args.runs,
-                               unsafe_no_sandbox=args.unsafe, progress=progress,
-                               plot_path=None if args.no_plot else (args.plot or default_plot_path(
-                                   data_dir, spec.id, pathlib.Path(args.notebook).stem[:40])))
+        result = api.grade_submission(args.notebook, spec, data_dir=data_dir, load_dataset=load_dataset,
+                                      runs=args.runs, unsafe_no_sandbox=args.unsafe, progress=progress,
+                                      plot_path=None if args.no_plot else (args.plot or default_plot_path(
+                                          data_dir, spec.id, pathlib.Path(args.notebook).stem[:40])))
     finally:
         progress.close()
     print_result(result, args.json)
@@ -179,14 +171,14 @@ def cmd_grade(args, load_dataset) -> int:
 
 
 def cmd_reference(args, load_dataset) -> int:
-    from grader import reference_cache
+    from grader import api
     spec = find_exercise(args.exercise, args.exercises_dir)
     data_dir = data_dir_from(args)
     if args.unsafe:
         print(UNSAFE_WARNING, file=sys.stderr)
     progress = make_progress(args.json)
     try:
-        result = reference_cache.measure_reference(
+        result = api.measure_reference(
             spec, data_dir=data_dir, load_dataset=load_dataset, unsafe_no_sandbox=args.unsafe, progress=progress,
             plot_path=None if args.no_plot else (args.plot or default_plot_path(data_dir, spec.id, "reference")))
     finally:

@@ -14,7 +14,7 @@ One job:
     claim (a lease of --lease seconds and a fresh fencing token; see studybot/queue.py)
       -> the notebook goes to a private temporary directory
       -> a child process, `python -m grader.work --child`, in its own process group, runs
-         grader.grading.grade(); it sends progress and then the result back over a pipe
+         grader.api.grade_submission(); it sends progress and then the result back over a pipe
       -> meanwhile a heartbeat thread extends the lease every lease/3, and progress goes to
          the database as "run k of N" at most once a second (fenced by the token)
       -> result: status infra_error -> queue.fail() (retried with backoff, then dead);
@@ -523,21 +523,21 @@ def child_main(message_fd: int) -> int:
         out.flush()
 
     try:
-        from grader import grading
-        from grader.cli import DEFAULT_DATA_DIR
+        from grader import api
+        from grader.paths import resolve_data_dir
         from grader.spec import find_exercise
 
         spec = find_exercise(job["exercise_id"], job["exercises_dir"])
-        data_dir = pathlib.Path(job["data_dir"] or os.environ.get("GRADER_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
+        data_dir = resolve_data_dir(job["data_dir"])
         load_dataset = _resolve(job["load_dataset"])
 
         def progress(kind: str, **fields) -> None:
             if kind in ("run", "phase", "run_done", "failed"):
                 send({"type": "progress", "kind": kind, "fields": fields})
 
-        result = grading.grade(pathlib.Path(job["notebook"]), spec, data_dir=data_dir, load_dataset=load_dataset,
-                               runs=job["runs"], unsafe_no_sandbox=job["unsafe"], progress=progress,
-                               plot_path=pathlib.Path(job["plot"]))
+        result = api.grade_submission(pathlib.Path(job["notebook"]), spec, data_dir=data_dir,
+                                      load_dataset=load_dataset, runs=job["runs"], unsafe_no_sandbox=job["unsafe"],
+                                      progress=progress, plot_path=pathlib.Path(job["plot"]))
         send({"type": "result", "result": result.as_dict()})
     except Exception as error:
         import traceback
@@ -557,7 +557,7 @@ def main(args, load_dataset=None) -> int:
     from datetime import timedelta
 
     from grader import sandbox
-    from grader.cli import UNSAFE_WARNING, data_dir_from
+    from grader.paths import UNSAFE_WARNING, resolve_data_dir
     from studybot.config import load_settings, redact_url
     from studybot.db.engine import Database
     from studybot.errors import ConfigError
@@ -598,7 +598,7 @@ def main(args, load_dataset=None) -> int:
               "is the database up and migrated (`studybot migrate`)?", file=sys.stderr)
         return 3
     worker = Worker(queue, worker_id=worker_id, lanes=lanes, poll=args.poll, exercises_dir=args.exercises_dir,
-                    data_dir=data_dir_from(args), unsafe=args.unsafe, noop=args.noop, once=args.once,
+                    data_dir=resolve_data_dir(args.data_dir), unsafe=args.unsafe, noop=args.noop, once=args.once,
                     drain=args.drain, stop_grace=args.stop_grace, load_dataset=load_dataset)
     worker.install_signal_handlers()
     if early_signals:
