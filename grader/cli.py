@@ -4,7 +4,6 @@
     grader reference ID [--json]                              measure the reference on this machine
     grader exercises [--json]                                 list the exercises
     grader datasets prepare ID                                fetch or build a dataset (ID: dataset or exercise)
-    grader work [--lanes ranked,check] [--once]               grade queued submissions (grader/work.py)
 
 Exit status of `grade` and `reference`: 0 passed, 1 judged but not passed (the learner's
 statuses), 3 infra_error or a grader problem (bad spec, missing dataset, no sandbox).
@@ -213,11 +212,6 @@ def cmd_datasets_prepare(args, load_dataset) -> int:
     return 0
 
 
-def cmd_work(args, load_dataset) -> int:
-    from grader import work
-    return work.main(args, load_dataset=load_dataset)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grader", description="Grade fast.ai study-group notebooks in a sandbox.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -257,11 +251,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     common(p, judged=False)
     p.set_defaults(handler=cmd_datasets_prepare)
-
-    from grader.work import add_arguments as add_work_arguments
-    p = commands.add_parser("work", help="claim and grade queued submissions from the database (the Procfile's worker)")
-    add_work_arguments(p)
-    p.set_defaults(handler=cmd_work)
     return parser
 
 
