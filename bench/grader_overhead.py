@@ -40,12 +40,12 @@ def plain(exercise: str, seeds: list[int]) -> None:
     import torch
 
     from grader import datasets
-    from grader.cli import DEFAULT_DATA_DIR
     from grader.notebook import load_solution
+    from grader.paths import resolve_data_dir
     from grader.spec import find_exercise
 
     spec = find_exercise(exercise)
-    data_dir = pathlib.Path(os.environ.get("GRADER_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
+    data_dir = resolve_data_dir()
     data = datasets.load(spec.dataset, data_dir)
     solution = load_solution(spec.reference_notebook)
     device = "cuda" if spec.device == "cuda" and torch.cuda.is_available() else "cpu"

@@ -4,7 +4,7 @@ on PostgreSQL and on SQLite.
     python bench/queue_throughput.py [--jobs 2000] [--workers 8] [--databases postgresql,sqlite]
 
 Workers are separate processes (multiprocessing, spawn), each with its own engine, running the
-real worker loop (grader.work.Worker with --noop-jobs semantics and --drain): claim -> finish
+real worker loop (studybot.worker.loop.Worker with --noop-jobs semantics and --drain): claim -> finish
 with status "noop", nothing graded, no heartbeat thread (a no-op job ends long before lease/3).
 So the figure is the queue's own ceiling: claim (dead-lease sweep + the SKIP LOCKED / BEGIN
 IMMEDIATE claim + the submission update + the notebook read) and the fenced finish, two
@@ -69,7 +69,7 @@ class TimedQueue:
 
 
 def worker_process(url: str, index: int, barrier, results) -> None:
-    from grader.work import Worker
+    from studybot.worker.loop import Worker
     from studybot.db.engine import Database
     from studybot.queue import JobQueue
 

@@ -1,6 +1,6 @@
 """studybot's grader: trains a learner's notebook in a bubblewrap sandbox and judges its
 accuracy and training time against the exercise's reference. See grader/README.md.
 
-The grader never imports studybot, and studybot never imports the grader: they talk through
-the `grader` command line and its JSON result.
+A library (grader/api.py) and a command (grader/cli.py). It never imports studybot; the bot's
+grading worker (studybot/worker/) calls grader.api in a child process of its own.
 """

@@ -4,39 +4,30 @@
     grader reference ID [--json]                              measure the reference on this machine
     grader exercises [--json]                                 list the exercises
     grader datasets prepare ID                                fetch or build a dataset (ID: dataset or exercise)
-    grader work [--lanes ranked,check] [--once]               grade queued submissions (grader/work.py)
 
 Exit status of `grade` and `reference`: 0 passed, 1 judged but not passed (the learner's
 statuses), 3 infra_error or a grader problem (bad spec, missing dataset, no sandbox).
 argparse uses 2 for usage errors.
+
+The grading itself is grader/api.py; this module only parses, shows progress and prints.
 """
 
 import argparse
 import datetime
 import json
-import os
 import pathlib
 import sys
 
 from grader import results
 from grader.errors import GraderError
+from grader.paths import UNSAFE_FLAG, UNSAFE_WARNING, resolve_data_dir
 from grader.spec import default_exercises_dir, find_exercise, list_exercises
 
 EXIT_PASSED, EXIT_NOT_PASSED, EXIT_INFRA = 0, 1, 3
-DEFAULT_DATA_DIR = pathlib.Path("~/.cache/studybot-grader")  # overridden by $GRADER_DATA_DIR or --data-dir
-UNSAFE_FLAG = "--unsafe-no-sandbox-dev-only"
-UNSAFE_WARNING = f"""
-!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
-!!  {UNSAFE_FLAG}: the notebook's code runs WITHOUT the sandbox, with
-!!  your user's files, network and secrets within its reach. Only for trusted code
-!!  on a development machine. Never on a grading host.
-!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
-"""
 
 
 def data_dir_from(args) -> pathlib.Path:
-    chosen = args.data_dir or os.environ.get("GRADER_DATA_DIR") or DEFAULT_DATA_DIR
-    return pathlib.Path(chosen).expanduser()
+    return resolve_data_dir(args.data_dir)
 
 
 # ---- progress ---------------------------------------------------------------------------------
@@ -161,17 +152,17 @@ def default_plot_path(data_dir: pathlib.Path, exercise: str, tag: str) -> pathli
 # ---- commands ---------------------------------------------------------------------------------
 
 def cmd_grade(args, load_dataset) -> int:
-    from grader import grading
+    from grader import api
     spec = find_exercise(args.exercise, args.exercises_dir)
     data_dir = data_dir_from(args)
     if args.unsafe:
         print(UNSAFE_WARNING, file=sys.stderr)
     progress = make_progress(args.json)
     try:
-        result = grading.grade(args.notebook, spec, data_dir=data_dir, load_dataset=load_dataset, runs=args.runs,
-                               unsafe_no_sandbox=args.unsafe, progress=progress,
-                               plot_path=None if args.no_plot else (args.plot or default_plot_path(
-                                   data_dir, spec.id, pathlib.Path(args.notebook).stem[:40])))
+        result = api.grade_submission(args.notebook, spec, data_dir=data_dir, load_dataset=load_dataset,
+                                      runs=args.runs, unsafe_no_sandbox=args.unsafe, progress=progress,
+                                      plot_path=None if args.no_plot else (args.plot or default_plot_path(
+                                          data_dir, spec.id, pathlib.Path(args.notebook).stem[:40])))
     finally:
         progress.close()
     print_result(result, args.json)
@@ -179,14 +170,14 @@ def cmd_grade(args, load_dataset) -> int:
 
 
 def cmd_reference(args, load_dataset) -> int:
-    from grader import reference_cache
+    from grader import api
     spec = find_exercise(args.exercise, args.exercises_dir)
     data_dir = data_dir_from(args)
     if args.unsafe:
         print(UNSAFE_WARNING, file=sys.stderr)
     progress = make_progress(args.json)
     try:
-        result = reference_cache.measure_reference(
+        result = api.measure_reference(
             spec, data_dir=data_dir, load_dataset=load_dataset, unsafe_no_sandbox=args.unsafe, progress=progress,
             plot_path=None if args.no_plot else (args.plot or default_plot_path(data_dir, spec.id, "reference")))
     finally:
@@ -219,11 +210,6 @@ def cmd_datasets_prepare(args, load_dataset) -> int:
     datasets.prepare(dataset_id, data_dir)
     print(f"dataset {dataset_id!r} is ready under {data_dir}")
     return 0
-
-
-def cmd_work(args, load_dataset) -> int:
-    from grader import work
-    return work.main(args, load_dataset=load_dataset)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,11 +251,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     common(p, judged=False)
     p.set_defaults(handler=cmd_datasets_prepare)
-
-    from grader.work import add_arguments as add_work_arguments
-    p = commands.add_parser("work", help="claim and grade queued submissions from the database (the Procfile's worker)")
-    add_work_arguments(p)
-    p.set_defaults(handler=cmd_work)
     return parser
 
 

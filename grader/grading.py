@@ -1,4 +1,6 @@
-"""Grade a notebook: run it in the sandbox, time it from outside, score it, judge it.
+"""Grade a notebook: run it in the sandbox, time it from outside, score it, judge it against
+the reference it is given (the caller resolves it first: grader/api.py loads it from the cache
+or measures it by grading the reference notebook through this same path).
 
 One timed run, in its own fresh sandbox (so nothing a run caches in memory or on disk can
 help the next one):
@@ -76,8 +78,20 @@ class Measurement:
     sandbox_info: dict           # what the runner reported at startup (torch, device name)
 
 
-def _noop_progress(kind: str, **fields) -> None:
-    pass
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """What a submission is compared with, resolved before grading starts (grader/api.py loads
+    it from the cache or measures it). grade() itself never measures a reference."""
+    summary: dict | None        # {accuracy, train_seconds, ...}; None: no comparison (the reference itself)
+    failure: str | None = None  # why it could not be measured here: the grade is then an infra_error
+    notes: tuple = ()           # for the result's notes, e.g. that it was measured just now
+
+
+NO_REFERENCE = Reference(summary=None)
+
+
+def no_progress(kind: str, **fields) -> None:
+    """The progress callback that shows nothing."""
 
 
 # ---- hardware --------------------------------------------------------------------------------
@@ -383,7 +397,7 @@ def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, s
 
 
 def measure(code: str, spec, dataset, *, device: str, seeds: list[int], unsafe_no_sandbox: bool = False,
-            progress=_noop_progress) -> Measurement:
+            progress=no_progress) -> Measurement:
     """Run `code` once per seed, each in a fresh sandbox; stop at the first failed run."""
     workspace = pathlib.Path(tempfile.mkdtemp(prefix="studybot-grade-"))
     os.chmod(workspace, 0o711)
@@ -441,18 +455,19 @@ def judge(spec, result: results.Result) -> None:
                       f"{seconds:.2f} s{speed}")
 
 
-def grade(notebook, spec, *, data_dir: pathlib.Path, load_dataset=None, runs: int | None = None,
-          reference="auto", unsafe_no_sandbox: bool = False, progress=_noop_progress,
+def grade(notebook, spec, *, data_dir: pathlib.Path, reference: Reference, load_dataset=None,
+          runs: int | None = None, unsafe_no_sandbox: bool = False, progress=no_progress,
           plot_path: pathlib.Path | None = None) -> results.Result:
-    """Grade one notebook against `spec`. Never raises for anything the learner did.
+    """Grade one notebook against `spec` and an already resolved `reference` (NO_REFERENCE for
+    the reference notebook itself; grader/api.py resolves it for everything else). Never raises
+    for anything the learner did.
 
-    reference: "auto" (cached, or measured now when missing), a dict {accuracy, train_seconds, ...},
-    or None (no comparison; used when measuring the reference itself).
+    A reference that could not be measured (reference.failure) makes the grade an infra_error,
+    but only once the submission's own checks have passed: a broken notebook is still told so.
     """
     started = time.perf_counter()
     result = results.Result(exercise=spec.id, status=results.INFRA_ERROR, message="", target=spec.target)
     run_count = runs or spec.runs
-    reference_seconds = 0.0
     try:
         try:
             code = extract_exports(notebook)
@@ -468,14 +483,10 @@ def grade(notebook, spec, *, data_dir: pathlib.Path, load_dataset=None, runs: in
         hardware, notes = detect_hardware(spec.device)
         result.hardware, result.notes = hardware, result.notes + notes
 
-        if reference == "auto":
-            from grader import reference_cache
-            reference_started = time.perf_counter()
-            reference = reference_cache.load_or_measure(
-                spec, data_dir=data_dir, hardware=hardware, load_dataset=load_dataset,
-                unsafe_no_sandbox=unsafe_no_sandbox, progress=progress, notes=result.notes)
-            reference_seconds = time.perf_counter() - reference_started
-        result.reference = reference
+        if reference.failure is not None:
+            raise InfraError(reference.failure)
+        result.notes.extend(reference.notes)
+        result.reference = reference.summary
 
         seeds = choose_seeds(run_count)
         result.config = {
@@ -507,8 +518,7 @@ def grade(notebook, spec, *, data_dir: pathlib.Path, load_dataset=None, runs: in
         result.status = results.INFRA_ERROR
         result.message = f"internal grader error ({type(e).__name__}: {e}); the submission was not judged"
     finally:
-        # total_seconds excludes any reference measured on the way (it has its own note)
-        result.total_seconds = time.perf_counter() - started - reference_seconds
+        result.total_seconds = time.perf_counter() - started
     if result.runs and plot_path is not None:
         from grader import plot
         try:

@@ -1,13 +1,12 @@
-"""The reference's accuracy and timing on this machine, cached as JSON under the data directory.
+"""The cache of the reference's accuracy and timing on this machine, as JSON under the data directory.
 
-The reference notebook goes through exactly the same path as a submission (grading.grade, in the
-sandbox, same runs and clocks). Its result is cached per
+A reference result (measured by grader/api.py, through exactly the same path as a submission:
+grading.grade, in the sandbox, same runs and clocks) is cached per
 
     (hostname, device name, torch version, exercise id, exercise version)
 
 in $GRADER_DATA_DIR/references/<key>.json, and dropped when the reference's exported code
-changes (its sha256 is stored). `grader grade` measures it on demand when it is missing, so
-speed_ratio always compares two measurements from the same machine.
+changes (its sha256 is stored). This module only reads and writes that cache; it grades nothing.
 """
 
 import datetime
@@ -18,8 +17,8 @@ import pathlib
 import re
 import tempfile
 
-from grader import grading, results
-from grader.errors import InfraError, InvalidNotebook
+from grader import results
+from grader.errors import InvalidNotebook
 from grader.notebook import extract_exports
 
 REFERENCES_SUBDIR = "references"
@@ -77,40 +76,3 @@ def save(spec, *, data_dir, result: results.Result) -> dict:
         json.dump(summary, f, indent=2)
     os.replace(f.name, path)
     return summary
-
-
-def measure_reference(spec, *, data_dir, load_dataset=None, unsafe_no_sandbox=False,
-                      progress=grading._noop_progress, plot_path=None) -> results.Result:
-    """Grade the exercise's reference.ipynb like any submission, cache it, and return the result
-    (its own reference, so speed_ratio is 1.0)."""
-    result = grading.grade(spec.reference_notebook, spec, data_dir=data_dir, load_dataset=load_dataset,
-                           reference=None, unsafe_no_sandbox=unsafe_no_sandbox, progress=progress)
-    if result.status in results.JUDGED:
-        result.reference = save(spec, data_dir=data_dir, result=result)
-        if result.status == results.BELOW_TARGET:
-            result.notes.append("the reference itself misses the exercise's target on this machine")
-    if result.runs and plot_path is not None:
-        from grader import plot
-        result.plot = str(plot.render(result, plot_path))
-    return result
-
-
-def load_or_measure(spec, *, data_dir, hardware: dict, load_dataset=None, unsafe_no_sandbox=False,
-                    progress=grading._noop_progress, notes: list | None = None) -> dict:
-    """The cached reference summary for this machine, measuring the reference first if needed.
-    Raises InfraError when the reference itself cannot be measured."""
-    cached = load(spec, data_dir=data_dir, hardware=hardware)
-    if cached is not None:
-        return cached
-    progress("phase", text=f"no reference timing for {spec.id} on this machine yet: measuring the reference first")
-
-    def reference_progress(kind, **fields):
-        progress(kind, reference=True, **fields)
-    result = measure_reference(spec, data_dir=data_dir, load_dataset=load_dataset,
-                               unsafe_no_sandbox=unsafe_no_sandbox, progress=reference_progress)
-    if result.status not in results.JUDGED:
-        raise InfraError(f"the reference notebook of {spec.id} failed on this machine "
-                         f"({result.status}: {result.message})")
-    if notes is not None:
-        notes.append("the reference was measured now, on this machine, before this submission")
-    return result.reference

@@ -7,6 +7,8 @@
     studybot socket           Socket Mode, no public URL needed
     studybot clock            the one scheduler process (Procfile: clock)
     studybot migrate          bring the database schema up to date
+    studybot work             a grading worker: claims queued submissions and grades them (Procfile:
+                              worker; studybot/worker/, which runs the grader in a child process)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from studybot.time_source import SystemClock
 from studybot.config import Settings, load_settings
 from studybot.db.engine import Database
 from studybot.errors import ConfigError
+from studybot.worker import cli as worker_cli
 
 log = logging.getLogger("studybot")
 
@@ -35,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("socket", help="Slack Socket Mode")
     sub.add_parser("clock", help="the scheduler process")
     sub.add_parser("migrate", help="apply database migrations")
+    worker_cli.add_arguments(sub.add_parser("work", help="claim and grade queued submissions (worker process)"))
     args = parser.parse_args(argv)
+    if args.command == "work":  # it reads only the database settings, and logs in its own format
+        return worker_cli.run(args)
 
     # The shell is a conversation on the terminal: only warnings interrupt it.
     quiet = args.command == "shell" or (args.command is None and not os.environ.get("SLACK_BOT_TOKEN"))

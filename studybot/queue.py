@@ -1,4 +1,4 @@
-"""The grading queue: jobs in the database, claimed by `grader work` processes with a lease.
+"""The grading queue: jobs in the database, claimed by `studybot work` processes with a lease.
 
 Database only: no Slack, no grader. The bot enqueues (in the same transaction as the submission)
 and reads positions; workers on any number of machines claim, heartbeat, report progress and

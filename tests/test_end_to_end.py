@@ -1,5 +1,5 @@
 """End to end: a DM upload through the real HTTP app and the fake Slack, graded by a real
-`grader work` process in the sandbox, and the result, the plot and the record back in Slack.
+`studybot work` process in the sandbox, and the result, the plot and the record back in Slack.
 
 The exercise is the real digits one with its real reference notebook, trimmed to two runs
 (a copy of its spec) so CI spends seconds, not minutes."""
@@ -55,7 +55,7 @@ def test_upload_grade_and_report(slack_app, two_run_digits, tmp_path, database_u
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
     env.update(DATABASE_URL=database_url, PYTHONUNBUFFERED="1")
     worker = subprocess.run(
-        [sys.executable, "-m", "grader.cli", "work", "--once", "--exercises-dir", str(two_run_digits),
+        [sys.executable, "-m", "studybot", "work", "--once", "--exercises-dir", str(two_run_digits),
          "--data-dir", str(tmp_path / "grader-data")], env=env, capture_output=True, text=True, timeout=600)
     assert worker.returncode == 0, worker.stderr[-2000:]
     assert "xoxb" not in worker.stderr  # the worker never sees the bot's token

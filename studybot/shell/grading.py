@@ -26,10 +26,10 @@ def submit_and_grade(services: Services, user_id: str, exercise: str, path: str,
         return
     submission = services.submissions.get(taken.submission_id)  # what the grading loop below watches
     try:
-        from grader.work import Worker
+        from studybot.worker.loop import Worker
     except ImportError:
         say("Queued. The shell grades with the grader extra, which is not installed here: "
-            "run `scripts/setup --all`, or start `grader work` beside the shell.")
+            "run `scripts/setup --all`, or start `studybot work` beside the shell.")
         return
     # Not drain: an infrastructure retry waits out its backoff, and the worker must still be there.
     worker = Worker(services.queue, worker_id="shell", poll=1.0)

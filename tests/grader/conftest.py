@@ -8,19 +8,14 @@ import dataclasses
 
 import pytest
 
-from grader import grading, sandbox
-from grader.errors import SandboxUnavailable
+from grader import api
 from grader.spec import find_exercise
-from tests.grader.grader_support import EXERCISES, TINY_REFERENCE, load_blobs, write_notebook
+from tests.grader.grader_support import EXERCISES, TINY_REFERENCE, load_blobs, require_sandbox, write_notebook
 
 
 @pytest.fixture(scope="session")
 def sandbox_ready():
-    try:
-        sandbox.check_available()
-    except SandboxUnavailable as e:
-        pytest.fail(f"the grader tests need a working bubblewrap (apt-get install bubblewrap; .ci/run "
-                    f"installs it): {e}", pytrace=False)
+    require_sandbox()
 
 
 @pytest.fixture(scope="session")
@@ -52,10 +47,11 @@ def notebook(tmp_path):
 @pytest.fixture
 def grade_tiny(sandbox_ready, tiny_spec, data_dir):
     """grade_tiny(notebook_path, spec=None, **options) -> Result, on the tiny exercise (or a variant
-    of its spec made with dataclasses.replace, which shares its cached reference)."""
+    of its spec made with dataclasses.replace, which shares its cached reference), as
+    `grader grade` grades: against the reference, measured once per session."""
     def grade(path, spec=None, **options):
         options.setdefault("load_dataset", load_blobs)
-        return grading.grade(path, spec or tiny_spec, data_dir=data_dir, **options)
+        return api.grade_submission(path, spec or tiny_spec, data_dir=data_dir, **options)
     return grade
 
 

@@ -7,7 +7,7 @@ import nbformat
 import numpy as np
 from nbformat.v4 import new_code_cell, new_notebook
 
-from grader.errors import DatasetMissing
+from grader.errors import DatasetMissing, SandboxUnavailable
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 EXERCISES = FIXTURES / "exercises"
@@ -15,6 +15,18 @@ TINY_REFERENCE = EXERCISES / "tiny" / "reference.ipynb"
 
 BLOBS_TRAIN, BLOBS_TEST, BLOBS_FEATURES = 200, 100, 8   # samples, samples, features
 BLOBS_SEPARATION = 1.5                                  # class means at -/+ this, unit variance
+
+
+def require_sandbox() -> None:
+    """Fail (never skip) the calling test when bubblewrap is not usable here, saying how to get it."""
+    import pytest
+
+    from grader import sandbox
+    try:
+        sandbox.check_available()
+    except SandboxUnavailable as e:
+        pytest.fail(f"the grader tests need a working bubblewrap (apt-get install bubblewrap; .ci/run "
+                    f"installs it): {e}", pytrace=False)
 
 
 def load_blobs(dataset_id: str, data_dir: pathlib.Path):

@@ -128,7 +128,7 @@ def test_several_runs_seeds_mean_and_median(grade_tiny):
 
 def test_too_slow_against_the_reference(notebook, tiny_spec, data_dir, sandbox_ready):
     strict = dataclasses.replace(tiny_spec, too_slow_factor=2.0)
-    reference = {"accuracy": 1.0, "train_seconds": 0.1}  # fixed, so a busy machine cannot flip this test
+    reference = grading.Reference({"accuracy": 1.0, "train_seconds": 0.1})  # fixed: a busy machine cannot flip this
     result = grading.grade(notebook(TRAIN_PREFIX + f'''
 import time
 def train(x_train, y_train, *, seed, device, report=None):
@@ -156,7 +156,8 @@ import sys
 def train(x_train, y_train, *, seed, device, report=None):
     print("dynamo already imported:", "torch._dynamo" in sys.modules)
     return _train(x_train, y_train, seed=seed, device=device)
-'''), no_warmup, data_dir=data_dir, load_dataset=load_blobs, reference={"accuracy": 1.0, "train_seconds": 1.0})
+'''), no_warmup, data_dir=data_dir, load_dataset=load_blobs,
+    reference=grading.Reference({"accuracy": 1.0, "train_seconds": 1.0}))
     assert result.status == results.PASSED, result.message
     assert "dynamo already imported: True" in result.log_tail
     assert result.config["warmup"] is False

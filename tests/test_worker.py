@@ -1,17 +1,18 @@
-"""`grader work` as real processes against real databases, grading in the real sandbox.
+"""`studybot work` as real processes against real databases, grading in the real sandbox.
 
 The tiny exercise's dataset is synthetic, so the workers run as
-``python -c "...main(argv, load_dataset=load_blobs)" work ...``: the same CLI entry point with the
-test dataset loader handed in (as `grader grade` tests do in-process). One test runs the
-installed `grader` console script itself.
+``python -c "...studybot.worker.cli.main(argv, load_dataset=load_blobs)" ...``: the worker's own
+CLI entry point with the test dataset loader handed in (as `grader grade` tests do in-process).
+One test runs the installed `studybot` console script itself (`studybot work`).
 
 Covered: a job graded end to end; an unknown exercise; an infrastructure failure retried with
 backoff; a worker SIGKILLed mid-job (its grading dies with it; another worker re-runs the job once
 the lease expires); a frozen worker (SIGSTOP) that wakes up after another took its job over and
 whose result is refused (SQLite and PostgreSQL); SIGTERM mid-job (the job goes back to the queue
 at once); four worker processes on PostgreSQL sharing 200 jobs, each claimed and finished exactly
-once (no-op jobs: real grading takes seconds a job); and a worker cut off from the database,
-which stops grading after 0.75 x lease and reports nothing.
+once (no-op jobs: real grading takes seconds a job); a worker cut off from the database,
+which stops grading after 0.75 x lease and reports nothing; the grading child, which never
+sees the bot's secrets or its database URL; and the bot, which never imports the grader.
 """
 
 from __future__ import annotations
@@ -33,16 +34,27 @@ from sqlalchemy import select
 from studybot.db.engine import Database
 from studybot.db.models import GradingJob, Notebook, Submission
 from studybot.queue import JobQueue
-from tests.grader.grader_support import EXERCISES, reference_source, write_notebook
+from tests.grader.grader_support import EXERCISES, reference_source, require_sandbox, write_notebook
 from tests.support.databases import fresh_postgres_schema
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-WORKER = ("import sys; from grader.cli import main; from tests.grader.grader_support import load_blobs; "
+REPO = pathlib.Path(__file__).resolve().parents[1]
+WORKER = ("import sys; from studybot.worker.cli import main; from tests.grader.grader_support import load_blobs; "
           "sys.exit(main(sys.argv[1:], load_dataset=load_blobs))")
-GRADER_SCRIPT = pathlib.Path(sys.executable).parent / "grader"
+STUDYBOT_SCRIPT = pathlib.Path(sys.executable).parent / "studybot"
 MARKER = "NOTEBOOK-CONTENT-MARKER-7f3a"  # must never show up in a worker's log
 SLEEP_AT_LOAD = 1.0  # seconds the slow notebook sleeps while its cells load (off the clock)
 WAIT = 120.0  # generous: CI machines are small and shared
+
+
+@pytest.fixture(scope="session")
+def sandbox_ready():
+    require_sandbox()
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """The grader's data directory, shared by the session: the tiny reference is measured once."""
+    return tmp_path_factory.mktemp("grader-data")
 
 
 @pytest.fixture
@@ -69,8 +81,8 @@ class Workers:
         self.processes: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str, database_url: str, *args: str, script: bool = False, env: dict | None = None):
-        command = ([str(GRADER_SCRIPT)] if script else [sys.executable, "-c", WORKER]) + [
-            "work", "--worker-id", name, "--exercises-dir", str(EXERCISES), "--data-dir", str(self.data_dir), *args]
+        command = ([str(STUDYBOT_SCRIPT), "work"] if script else [sys.executable, "-c", WORKER]) + [
+            "--worker-id", name, "--exercises-dir", str(EXERCISES), "--data-dir", str(self.data_dir), *args]
         environment = {**os.environ, "DATABASE_URL": database_url, "SLACK_BOT_TOKEN": "xoxb-must-not-leak",
                        "SLACK_SIGNING_SECRET": "must-not-leak-either", **(env or {})}
         with open(self.tmp_path / f"{name}.log", "wb") as log:
@@ -160,11 +172,11 @@ def process_state(pid: int) -> str | None:
 
 
 def grading_children(pid: int) -> list[int]:
-    """The grading children (`python -m grader.work --child`) of a process, alive or not reaped."""
+    """The grading children (`python -m studybot.worker.child FD`) of a process, alive or not reaped."""
     found = []
     for child in children(pid):
         try:
-            if b"--child" in pathlib.Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0"):
+            if b"studybot.worker.child" in pathlib.Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0"):
                 found.append(child)
         except OSError:
             pass
@@ -180,7 +192,7 @@ def final(db: Database, submission_id: int) -> bool:
     return row(db, submission_id)[0].status not in ("queued", "running")
 
 
-def test_a_job_is_graded_end_to_end_by_grader_work_once(workers, sqlite_db, notebooks):
+def test_a_job_is_graded_end_to_end_by_studybot_work_once(workers, sqlite_db, notebooks):
     [sid] = enqueue(sqlite_db, notebooks())
     worker = workers.start("solo", sqlite_db.url, "--once")
     assert workers.wait("solo") == 0, workers.log("solo")
@@ -212,7 +224,7 @@ def test_an_unknown_exercise_is_an_invalid_notebook_naming_the_known_ones(worker
 
 
 def test_an_infrastructure_error_goes_back_to_the_queue_with_backoff(workers, sqlite_db, notebooks):
-    # The installed console script, without the test dataset loader: the tiny exercise's
+    # The installed console script (`studybot work`), without the test dataset loader: the tiny exercise's
     # synthetic dataset is unknown to grader.datasets, which is the grader's problem, not the learner's.
     [sid] = enqueue(sqlite_db, notebooks())
     workers.start("plain", sqlite_db.url, "--once", script=True)
@@ -331,6 +343,48 @@ def test_sigterm_mid_job_gives_the_job_back_at_once(workers, sqlite_db, notebook
     assert "given back to the queue" in logs()
 
 
+def test_the_grading_child_never_sees_the_bots_secrets_or_its_database(workers, sqlite_db, notebooks):
+    # Workers.start gives the worker SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET and DATABASE_URL; one
+    # more SLACK_ variable that no list names stands for any the bot may add later.
+    enqueue(sqlite_db, notebooks(sleep=30))
+    worker = workers.start("careful", sqlite_db.url, "--stop-grace", "0", "--poll", "0.1",
+                           env={"SLACK_SOMETHING_NEW": "must-not-leak-either"})
+    logs = lambda: workers.log("careful")  # noqa: E731
+    child = grading_child_of(worker.pid, logs)
+    names = {entry.split(b"=", 1)[0].decode() for entry in
+             pathlib.Path(f"/proc/{child}/environ").read_bytes().split(b"\0") if entry}
+    assert "PATH" in names  # the environment was read, and is the worker's otherwise
+    assert not {name for name in names if name.startswith("SLACK_") or name == "DATABASE_URL"}, names
+    os.kill(worker.pid, signal.SIGTERM)
+    assert workers.wait("careful", timeout=30) == 0, logs()
+
+
+def test_the_bot_never_imports_the_grader_or_torch():
+    # Every studybot module, the worker's included: only the grading child imports the grader,
+    # inside child_main, so a bot-only install (no torch) runs everything else.
+    program = ("import importlib, pkgutil, sys, studybot\n"
+               "for module in pkgutil.walk_packages(studybot.__path__, 'studybot.'):\n"
+               "    if '.migrations' not in module.name and module.name != 'studybot.__main__':\n"
+               "        importlib.import_module(module.name)\n"
+               "print(sorted(m for m in sys.modules if m.split('.')[0] in ('grader', 'torch', 'numpy')))\n")
+    done = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_grader_knows_nothing_of_the_bot():
+    program = ("import importlib, pkgutil, sys, grader\n"
+               "for module in pkgutil.walk_packages(grader.__path__, 'grader.'):\n"
+               "    importlib.import_module(module.name)\n"
+               "print(sorted(m for m in sys.modules if m.split('.')[0] == 'studybot'))\n")
+    done = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    sources = {path.name: path.read_text() for path in (REPO / "grader").glob("*.py")}
+    assert len(sources) > 10
+    assert [name for name, text in sources.items() if re.search(r"SLACK_|DATABASE_URL", text)] == []
+
+
 def test_four_workers_on_postgresql_share_200_jobs_each_exactly_once(workers):
     url, drop = fresh_postgres_schema()
     db = Database(url)
@@ -396,7 +450,7 @@ class CutOffQueue:
 
 def test_a_worker_cut_off_from_the_database_stops_grading_after_three_quarters_of_its_lease(
         sqlite_db, notebooks, data_dir, sandbox_ready):
-    from grader.work import Worker
+    from studybot.worker.loop import Worker
     from tests.grader.grader_support import load_blobs
 
     [sid] = enqueue(sqlite_db, notebooks(sleep=30))

@@ -1,0 +1,191 @@
+"""The grading child: both ends of the pipe between a worker and the process that grades a job.
+
+The worker (loop.py) starts `python -m studybot.worker.child FD` through GradingChild, in its
+own session and process group, hands it the job as JSON on stdin and reads JSON lines from the
+pipe FD: progress messages, then one result (or an error). child_main() is the other end: it
+calls the grader library (grader.api.grade_submission), and is the only place in studybot that
+imports the grader, so only this process ever loads torch.
+
+The child never sees the bot's secrets: SCRUBBED_VARIABLES and every SLACK_* variable are left
+out of its environment, even for a worker embedded in another process (the shell's); the
+sandbox clears the environment again for the learner's code. It dies with the worker
+(PR_SET_PDEATHSIG), and the sandbox dies with it (bwrap --die-with-parent), so a SIGKILLed
+worker leaves nothing running.
+"""
+
+import ctypes
+import importlib
+import json
+import os
+import pathlib
+import queue as queue_module
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from studybot.worker.describe import short
+
+# The bot's secrets and where its database is: never in a grading process's environment.
+SCRUBBED_VARIABLES = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "DATABASE_URL")
+SCRUBBED_PREFIX = "SLACK_"
+PR_SET_PDEATHSIG = 1
+
+
+def scrubbed_environment(environment) -> dict:
+    """`environment` without the bot's secrets or its database URL."""
+    return {name: value for name, value in environment.items()
+            if name not in SCRUBBED_VARIABLES and not name.startswith(SCRUBBED_PREFIX)}
+
+
+class GradingChild:
+    """The worker's end: the child process in its own process group, talking JSON lines on a pipe."""
+
+    def __init__(self, job: dict):
+        read_fd, write_fd = os.pipe()
+        try:
+            self.process = self._spawn(write_fd)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        self.messages = queue_module.Queue()
+        self._eof = False
+        self._reader = threading.Thread(target=self._read, args=(read_fd,), daemon=True)
+        self._reader.start()
+        try:
+            self.process.stdin.write(json.dumps(job).encode())
+            self.process.stdin.close()
+        except OSError:
+            pass  # it died at once: noticed as an exit without a result
+
+    @staticmethod
+    def _spawn(write_fd: int) -> subprocess.Popen:
+        # Its own session and process group, so a kill takes everything it started; the messages
+        # go on their own pipe, so nothing printed by libraries can be mistaken for one.
+        return subprocess.Popen([sys.executable, "-m", "studybot.worker.child", str(write_fd)],
+                                stdin=subprocess.PIPE, pass_fds=(write_fd,), env=scrubbed_environment(os.environ),
+                                start_new_session=True, close_fds=True)
+
+    def _read(self, fd: int) -> None:
+        with os.fdopen(fd, "rb") as stream:
+            for line in stream:
+                try:
+                    self.messages.put(json.loads(line))
+                except ValueError:
+                    self.messages.put({"type": "error", "message": "unreadable message from the grading process"})
+        self.messages.put(None)  # end of stream
+
+    def next_message(self, timeout: float) -> dict | None:
+        if self._eof:
+            time.sleep(min(timeout, 0.05))
+            return None
+        try:
+            message = self.messages.get(timeout=timeout)
+        except queue_module.Empty:
+            return None
+        if message is None:
+            self._eof = True
+        return message
+
+    def drain_result(self, timeout: float) -> dict | None:
+        """After a kill: read what is left until the end of the stream; the result, if any."""
+        deadline = time.monotonic() + timeout
+        while not self._eof and time.monotonic() < deadline:
+            message = self.next_message(timeout=max(0.0, deadline - time.monotonic()))
+            if message is not None and message.get("type") == "result":
+                return message["result"]
+        return None
+
+    @property
+    def exited(self) -> bool:
+        """The child is gone and everything it said has been read."""
+        return self._eof and self.process.poll() is not None
+
+    def exit_description(self) -> str:
+        code = self.process.returncode
+        if code is not None and code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return f"exit code {code}"
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def wait(self) -> None:
+        self.process.wait()
+        self._reader.join(timeout=5)
+
+
+def child_main(message_fd: int) -> int:
+    """The child's end: read the job from stdin, grade, send JSON lines on message_fd."""
+    job = json.loads(sys.stdin.read())
+    # Die with the worker, whatever kills it: the sandbox in turn dies with us (--die-with-parent).
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != job["parent"]:
+        return 1  # the worker is already gone
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when we stop
+    for entry in reversed(job["sys_path"]):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    out = os.fdopen(message_fd, "w", buffering=1)
+
+    def send(message: dict) -> None:
+        out.write(json.dumps(message, default=str) + "\n")
+        out.flush()
+
+    try:
+        from grader import api
+        from grader.paths import resolve_data_dir
+        from grader.spec import find_exercise
+
+        spec = find_exercise(job["exercise_id"], job["exercises_dir"])
+
+        def progress(kind: str, **fields) -> None:
+            if kind in ("run", "phase", "run_done", "failed"):
+                send({"type": "progress", "kind": kind, "fields": fields})
+
+        result = api.grade_submission(pathlib.Path(job["notebook"]), spec, data_dir=resolve_data_dir(job["data_dir"]),
+                                      load_dataset=function_named(job["load_dataset"]), runs=job["runs"],
+                                      unsafe_no_sandbox=job["unsafe"], progress=progress,
+                                      plot_path=pathlib.Path(job["plot"]))
+        send({"type": "result", "result": result.as_dict()})
+    except Exception as error:
+        import traceback
+
+        traceback.print_exc()
+        send({"type": "error", "message": short(error)})
+    finally:
+        out.close()
+    return 0
+
+
+# A dataset loader (tests) crosses into the child by name, "module:qualname".
+
+def name_of_function(function) -> str | None:
+    if function is None:
+        return None
+    name = f"{function.__module__}:{function.__qualname__}"
+    if function_named(name) is not function:
+        raise ValueError(f"load_dataset must be a module-level function, not {function!r}")
+    return name
+
+
+def function_named(name: str | None):
+    if name is None:
+        return None
+    module, _, qualname = name.partition(":")
+    target = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(int(sys.argv[1])))
