@@ -194,7 +194,7 @@ def cmd_exercises(args, load_dataset) -> int:
     if not specs:
         print(f"no exercises in {args.exercises_dir or default_exercises_dir()}")
     for s in specs:
-        print(f"{s.id:<14} lesson {s.lesson:<4} target {s.target:.1%}  {s.runs} runs on {s.device:<4}  {s.title}")
+        print(f"{s.id:<14} target {s.target:.1%}  {s.runs} runs on {s.device:<4}  {s.title}")
         print(f"{'':<14} {s.summary}")
     return 0
 

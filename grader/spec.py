@@ -3,8 +3,6 @@
     id = "digits"                    # must equal the directory name
     title = "Your first image classifier"
     version = 1                      # bump when data, target or budgets change: invalidates cached references
-    curriculum = "fastai-part1-2022"
-    lesson = "3"
     dataset = "sklearn-digits"       # an id understood by grader.datasets.load
     metric = "accuracy"              # the only metric so far
     target = 0.97                    # mean test accuracy over the runs needed to pass
@@ -41,8 +39,6 @@ class Spec:
     id: str
     title: str
     version: int
-    curriculum: str
-    lesson: str
     dataset: str
     metric: str
     target: float
@@ -81,8 +77,6 @@ _REQUIRED = {
     "id": (str, "a string"),
     "title": (str, "a string"),
     "version": (int, "an integer"),
-    "curriculum": (str, "a string"),
-    "lesson": (str, "a string"),
     "dataset": (str, "a string"),
     "metric": (str, "a string"),
     "target": ((int, float), "a number"),
@@ -94,6 +88,8 @@ _REQUIRED = {
     "memory_limit_mb": (int, "an integer number of MiB"),
     "summary": (str, "a string"),
 }
+# A spec says how an exercise is graded, never when: the curriculum's lessons name their exercise.
+_SCHEDULED_BY_THE_CURRICULUM = ("curriculum", "lesson")
 _OPTIONAL = {
     "too_slow_factor": ((int, float), "a number"),
     "warmup_budget_seconds": ((int, float), "a number of seconds"),
@@ -107,6 +103,9 @@ def parse_spec(data: dict, *, source: str = "spec.toml", directory: pathlib.Path
 
     known = {**_REQUIRED, **_OPTIONAL}
     for key in data:
+        if key in _SCHEDULED_BY_THE_CURRICULUM:
+            fail(f"key {key!r} does not belong in a spec: which lesson has which exercise is said once, in the "
+                 "curriculum TOML (the lesson's `exercise = \"ID\"`, see docs/curricula.md); remove it here")
         if key not in known:
             fail(f"unknown key {key!r} (known keys: {', '.join(known)})")
     for key in _REQUIRED:

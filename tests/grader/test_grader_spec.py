@@ -7,7 +7,7 @@ from grader.spec import find_exercise, list_exercises, load_spec, parse_spec
 
 from tests.grader.grader_support import EXERCISES
 
-GOOD = dict(id="x", title="t", version=1, curriculum="c", lesson="3", dataset="d", metric="accuracy",
+GOOD = dict(id="x", title="t", version=1, dataset="d", metric="accuracy",
             target=0.9, runs=2, train_budget_seconds=5, predict_budget_seconds=1, warmup=True, device="cpu",
             memory_limit_mb=512, summary="s")
 
