@@ -425,11 +425,11 @@ class FlakyChat(ShellChat):
 
     mode = "ok"
 
-    def post(self, channel_id, message, *, metadata=None):
+    def post(self, channel_id, message, *, tag=None):
         if self.mode == "fail" and channel_id == "fastai":
             self.mode = "ok"
             raise ChatError("Slack could not be reached for chat_postMessage: timeout")
-        ts = super().post(channel_id, message, metadata=metadata)
+        ts = super().post(channel_id, message, tag=tag)
         if self.mode == "die" and channel_id == "fastai":
             self.mode = "ok"
             raise SystemExit("killed mid-post")

@@ -31,7 +31,6 @@ from studybot.services.cohorts import Cohorts
 log = logging.getLogger(__name__)
 
 KINDS = ("lesson", "reminder")  # the rows this module delivers; weekly leaderboards have their own
-EVENT_TYPE = "studybot_delivery"  # Slack message metadata type that marks our own lesson posts
 MAX_ATTEMPTS = 5  # post attempts before a delivery is marked failed and organizers are told
 STUCK_AFTER = timedelta(minutes=5)  # a 'sending' row older than this belongs to a process that died
 
@@ -105,12 +104,11 @@ class Deliveries:
                 ts = None
                 if attempts_before > 0:  # an earlier attempt may have posted before it died
                     ts = self.chat.find_post(cohort.channel_id, since=delivery.due_at - timedelta(minutes=1),
-                                             event_type=EVENT_TYPE, key=str(delivery_id))
+                                             tag=f"delivery:{delivery_id}")
                 if ts is None:
                     message = render("lesson_post", cohort=view, lesson=lesson, slot=slot,
                                      number=delivery.position + 1, total=len(curriculum.lessons), late=now - delivery.due_at)
-                    ts = self.chat.post(cohort.channel_id, message,
-                                        metadata={"event_type": EVENT_TYPE, "event_payload": {"delivery_id": str(delivery_id)}})
+                    ts = self.chat.post(cohort.channel_id, message, tag=f"delivery:{delivery_id}")
             except ChatError as error:
                 self._after_failure(s, delivery, cohort, str(error), report, key)
                 return

@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 MODES = {"named": "named", "anonymous": "anonymous", "anon": "anonymous", "optout": "hidden", "hidden": "hidden",
          "optin": "named"}
 KIND = "leaderboard"  # deliveries.kind of the weekly post
-EVENT_TYPE = "studybot_leaderboard"  # Slack message metadata type of weekly posts
 MAX_ATTEMPTS = 5  # weekly post attempts before the week's row is marked failed
 STUCK_AFTER = timedelta(minutes=5)  # a 'posting' row older than this belongs to a process that died
 AFTER_COURSE = timedelta(days=14)  # weekly posts stop this long after the last lesson was posted
@@ -433,12 +432,11 @@ class Leaderboards:
             ts = None
             if row.attempts > 1:  # an earlier attempt may have posted before it died
                 ts = self.chat.find_post(cohort.channel_id, since=row.due_at - timedelta(minutes=1),
-                                         event_type=EVENT_TYPE, key=str(row.id))
+                                         tag=f"delivery:{row.id}")
             if ts is None:
                 message = render("leaderboard_weekly", cohort=self._schedule_view(cohort), week=key,
                                  boards=self._posted_boards(s, cohort), top=WEEKLY_TOP)
-                ts = self.chat.post(cohort.channel_id, message,
-                                    metadata={"event_type": EVENT_TYPE, "event_payload": {"delivery_id": str(row.id)}})
+                ts = self.chat.post(cohort.channel_id, message, tag=f"delivery:{row.id}")
         except ChatError as error:
             new = "failed" if row.attempts >= MAX_ATTEMPTS else "retry"
             self._transition(s, row.id, "posting", new, note=str(error))
