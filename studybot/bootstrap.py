@@ -15,6 +15,7 @@ from studybot.services.deliveries import Deliveries
 from studybot.queue import JobQueue
 from studybot.services.feedback import Feedback
 from studybot.services.leaderboards import Leaderboards
+from studybot.services.posting import ExactlyOncePoster
 from studybot.services.submissions import Submissions
 
 
@@ -24,6 +25,7 @@ class Services:
     chat: Chat
     clock: Clock
     cohorts: Cohorts
+    poster: ExactlyOncePoster
     deliveries: Deliveries
     leaderboards: Leaderboards
     queue: JobQueue
@@ -35,7 +37,8 @@ class Services:
 
 def build_services(settings: Settings, db: Database, chat: Chat, clock: Clock) -> Services:
     cohorts = Cohorts(db, chat, clock, curricula_dir=settings.curricula_dir, reminder_lead=settings.reminder_lead)
-    deliveries = Deliveries(db, chat, clock, cohorts, late_grace=settings.late_grace,
+    poster = ExactlyOncePoster(db, chat, clock)
+    deliveries = Deliveries(db, chat, clock, cohorts, poster, late_grace=settings.late_grace,
                             curricula_dir=settings.curricula_dir)
     leaderboards = Leaderboards(db, chat, clock, cohorts, curricula_dir=settings.curricula_dir,
                                 late_grace=settings.late_grace)
@@ -43,6 +46,6 @@ def build_services(settings: Settings, db: Database, chat: Chat, clock: Clock) -
     submissions = Submissions(db, clock, queue, daily_quota=settings.daily_quota, curricula_dir=settings.curricula_dir)
     feedback = Feedback(db, chat, clock, submissions, leaderboards)
     commands = CommandHandler(cohorts, submissions=submissions, leaderboards=leaderboards)
-    return Services(db=db, chat=chat, clock=clock, cohorts=cohorts, deliveries=deliveries, leaderboards=leaderboards,
+    return Services(db=db, chat=chat, clock=clock, cohorts=cohorts, poster=poster, deliveries=deliveries, leaderboards=leaderboards,
                     queue=queue, submissions=submissions, feedback=feedback,
                     commands=commands, reply_cache=ReplyCache(db, commands))

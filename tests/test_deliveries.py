@@ -216,4 +216,4 @@ def test_a_failing_channel_is_retried_then_reported(settings, db, clock):
     reports = [bot.deliveries.tick() for _ in range(6)]
     assert [r.failed for r in reports] == [[], [], [], [], ["fastai:1"], []]
     [dm] = [p for p in chat.posted if p.channel_id == "@admin"]
-    assert "could not be posted" in dm.message.text and "not_in_channel" in dm.message.text
+    assert "could not be posted" in dm.message.text and "not_in_channel" in dm.message.text and "after 5 attempts" in dm.message.text
