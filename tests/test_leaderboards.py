@@ -18,7 +18,9 @@ from studybot.db.engine import Database
 from studybot.db.models import Cohort, Delivery, GradingJob, Notebook, Submission
 from studybot.errors import ChatError
 from studybot.messages import render
-from studybot.services.leaderboards import CSV_COLUMNS, Leaderboards
+from studybot.services.exports import CSV_COLUMNS
+from studybot.services.posting import ExactlyOncePoster
+from studybot.services.weekly_boards import WeeklyBoards
 from studybot.shell.chat import ShellChat
 from tests.conftest import SIGNING_SECRET, T0
 from tests.support import signed_requests as slack
@@ -202,7 +204,7 @@ def test_export_is_a_csv_of_every_submission_for_organizers_only(bot, tmp_path):
     assert rows[2]["disqualified_by"] == "admin" and rows[2]["disqualified_reason"] == "'=HYPERLINK(\"http://x\")"
     assert rows[0]["user_id"] == "ada" and rows[0]["created_at"] == "2027-01-04T12:01:00Z"
     assert rows[0]["train_seconds"] == "40.0" and rows[1]["train_seconds"] == ""
-    filename, content = bot.services.leaderboards.export_csv("carol", "digits", "fastai")
+    filename, content = bot.services.exports.export_csv("carol", "digits", "fastai")
     assert content == path.read_bytes() and filename == path.name
 
 
@@ -334,6 +336,13 @@ def weekly_posts(chat) -> list[str]:
     return [p.message.text for p in chat.posted if p.channel_id == "fastai" and p.message.text.startswith("Weekly")]
 
 
+def weekly(bot, db=None, chat=None, worker_id=None) -> WeeklyBoards:
+    """Another weekly ticker on the same database: its own pool (``db``), chat and poster, as another process."""
+    db, chat = db or bot.services.db, chat or bot.chat
+    return WeeklyBoards(db, bot.clock, bot.services.cohorts, bot.services.leaderboards,
+                        ExactlyOncePoster(db, chat, bot.clock, worker_id=worker_id))
+
+
 def to_lesson_three(bot) -> None:
     """Lessons 1-3 posted (lesson 3 has the digits exercise), without the shell ticking past Friday."""
     bot.clock.set(datetime(2027, 1, 19, 17, 1, tzinfo=timezone.utc))
@@ -366,8 +375,8 @@ def test_weekly_board_posts_once_per_iso_week_whoever_ticks(bot):
     bot.say("/study cohort leaderboard fastai --weekday fri --time 17:00", as_user="carol")
     submit(bot.services.db, "ada", 50.0)
     submit(bot.services.db, "bob", 45.0)
-    boards = bot.services.leaderboards
-    other = Leaderboards(Database(bot.services.db.url), bot.chat, bot.clock, bot.services.cohorts, worker_id="other")
+    boards = bot.services.weekly_boards
+    other = weekly(bot, Database(bot.services.db.url), worker_id="other")
     bot.clock.set(FRIDAY_1700_BERLIN - timedelta(seconds=1))
     assert boards.tick() == [] and other.tick() == []
     bot.clock.set(FRIDAY_1700_BERLIN)
@@ -397,14 +406,14 @@ def test_weekly_board_waits_for_an_exercise_and_stops_when_turned_off(bot):
     bot.clock.set(datetime(2027, 1, 5, 17, 1, tzinfo=timezone.utc))
     bot.services.deliveries.tick()  # lesson 1 has no exercise
     bot.clock.set(datetime(2027, 1, 8, 16, 0, tzinfo=timezone.utc))
-    assert bot.services.leaderboards.tick() == []
+    assert bot.services.weekly_boards.tick() == []
     with bot.services.db.session() as s:
         assert s.execute(select(Delivery.lesson_key, Delivery.status, Delivery.note).where(
             Delivery.kind == "leaderboard")).one() == ("2027-W01", "skipped", "no exercise posted yet")
     to_lesson_three(bot)
     bot.say("/study cohort leaderboard fastai --off", as_user="carol")
     bot.clock.set(FRIDAY_1700_BERLIN)
-    assert bot.services.leaderboards.tick() == []
+    assert bot.services.weekly_boards.tick() == []
     assert weekly_posts(bot.chat) == []
 
 
@@ -414,9 +423,9 @@ def test_a_late_tick_within_the_grace_still_posts_and_past_it_does_not(bot):
     bot.say("/study cohort leaderboard fastai --weekday sun --time 23:30", as_user="carol")
     # Sunday 24 Jan 23:30 Berlin is 22:30 UTC; a tick on Monday (a new ISO week) still finds it.
     bot.clock.set(datetime(2027, 1, 25, 2, 0, tzinfo=timezone.utc))
-    assert bot.services.leaderboards.tick() == ["fastai:2027-W03"]
+    assert bot.services.weekly_boards.tick() == ["fastai:2027-W03"]
     bot.clock.set(datetime(2027, 2, 1, 12, 0, tzinfo=timezone.utc))  # 13.5 h late: past the 12 h grace
-    assert bot.services.leaderboards.tick() == []
+    assert bot.services.weekly_boards.tick() == []
     assert len(weekly_posts(bot.chat)) == 1
 
 
@@ -442,19 +451,19 @@ def test_a_failed_or_crashed_weekly_post_is_retried_without_posting_twice(bot, m
     to_lesson_three(bot)
     bot.say("/study cohort leaderboard fastai --weekday fri --time 17:00", as_user="carol")
     chat = FlakyChat(io.StringIO(), bot.clock, lambda user: user == "admin")
-    boards = Leaderboards(bot.services.db, chat, bot.clock, bot.services.cohorts)
+    boards = weekly(bot, chat=chat)
     bot.clock.set(FRIDAY_1700_BERLIN)
     chat.mode = mode
     try:
         assert boards.tick() == []
     except SystemExit:
         pass
-    status = "retry" if mode == "fail" else "posting"
+    status = "pending" if mode == "fail" else "sending"  # failed: waits for a retry; crashed: stuck mid-post
     with bot.services.db.session() as s:
         assert s.scalar(select(Delivery.status).where(Delivery.kind == "leaderboard")) == status
     bot.clock.advance(timedelta(minutes=6))  # a crashed claim is released after 5 minutes
     bot.services.deliveries.tick()
-    assert Leaderboards(bot.services.db, chat, bot.clock, bot.services.cohorts).tick() == ["fastai:2027-W03"]
+    assert weekly(bot, chat=chat).tick() == ["fastai:2027-W03"]
     assert boards.tick() == []
     assert len(weekly_posts(chat)) == 1
     with bot.services.db.session() as s:
@@ -473,7 +482,7 @@ def test_two_tickers_racing_post_the_weekly_board_once(bot):
         database = Database(bot.services.db.url)  # its own pool, like another process
         chat = ShellChat(io.StringIO(), bot.clock, lambda user: False)
         chats.append(chat)
-        boards = Leaderboards(database, chat, bot.clock, bot.services.cohorts, worker_id=name)
+        boards = weekly(bot, database, chat, worker_id=name)
         barrier.wait()
         try:
             for _ in range(3):
@@ -503,13 +512,14 @@ def test_every_leaderboard_template_renders_valid_block_kit(bot):
         submit(db, f"u{i:02d}", 30.0 + i, minutes=i)
     bot.say("/study leaderboard anonymous", as_user="u03")
     record = boards.record_broken(submit(db, "ada", 10.0, minutes=99))
-    info = boards.disqualify("admin", 1, "<b>copied</b>")
+    info = bot.services.moderation.disqualify("admin", 1, "<b>copied</b>")
     board = boards.board("u59", "digits", "fastai")
     assert board.you.rank == 60
-    cohort = boards._schedule_view
+    cohort = WeeklyBoards.schedule_view
     with db.session() as s:
         schedule = cohort(s.scalar(select(Cohort)))
-    from studybot.services.leaderboards import Export, SubmissionInfo
+    from studybot.services.exports import Export
+    from studybot.services.moderation import SubmissionInfo
     contexts = {
         "leaderboard": dict(board=board),
         "leaderboard_weekly": dict(cohort=schedule, week="2027-W03", boards=[board, board], top=10),
