@@ -208,7 +208,7 @@ class CommandHandler:
             if not args.positional or len(args.positional) > 2:
                 raise FieldError("exercise", f"Name the exercise: `{USAGE['export']}`.")
             export = self.exports.send_export(user_id, args.positional[0],
-                                        args.positional[1] if len(args.positional) > 1 else None)
+                                              args.positional[1] if len(args.positional) > 1 else None)
             return Reply("export_ready", {"export": export, "columns": CSV_COLUMNS})
         if verb == "disqualify":
             args = parse(tokens, {"reason"})

@@ -43,7 +43,8 @@ def test_0005_gives_weekly_board_rows_the_one_posters_states(db, bot):
         command.upgrade(config, "head")
         connection.commit()
     with db.session() as s:
-        boards = dict(s.execute(select(Delivery.lesson_key, Delivery.status).where(Delivery.kind == "leaderboard")).all())
+        boards = dict(s.execute(select(Delivery.lesson_key, Delivery.status).where(
+            Delivery.kind == "leaderboard")).all())
         lessons = set(s.scalars(select(Delivery.status).where(Delivery.kind == "lesson")))
     assert boards == {"2027-W01": "sent", "2027-W02": "pending", "2027-W03": "sending"}
     assert lessons == {"pending"}  # lesson rows were already in these states: untouched

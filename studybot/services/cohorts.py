@@ -1,7 +1,9 @@
 """Cohorts: create, list, pause, resume, skip a week, reschedule; members join and leave.
 
 Every change that moves lessons in time re-plans the cohort's pending deliveries here, so the
-scheduler only ever reads due times from the database."""
+scheduler only ever reads due times from the database. The lookups other services need (a cohort by
+name, the caller's only cohort, who organizes what) are public methods here, used inside the
+caller's session."""
 
 from __future__ import annotations
 
@@ -238,27 +240,12 @@ class Cohorts:
             if self.chat.is_workspace_admin(user_id):
                 cohorts = s.scalars(select(Cohort).order_by(Cohort.name))
             else:
-                cohorts = s.scalars(select(Cohort).join(CohortOrganizer).where(CohortOrganizer.user_id == user_id)
-                                    .order_by(Cohort.name))
+                cohorts = self.named_organizer_of(s, user_id)
             return [self._view(s, c) for c in cohorts]
 
     def submitted_exercises(self, user_id: str) -> set[str]:
         with self.db.session() as s:
             return set(s.scalars(select(Submission.exercise_id).where(Submission.user_id == user_id)))
-
-    # ---- internals -------------------------------------------------------------------------
-
-    def _curriculum(self, curriculum_id: str) -> Curriculum:
-        try:
-            return get_curriculum(curriculum_id, self.curricula_dir)
-        except NotFound as error:
-            raise FieldError("curriculum", error.message, value=curriculum_id) from None
-        except StudybotError as error:
-            raise FieldError("curriculum", f"Curriculum {curriculum_id!r} cannot be loaded: {error.message}") from None
-
-    @staticmethod
-    def _find(s: Session, name: str) -> Cohort | None:
-        return s.scalar(select(Cohort).where(func.lower(Cohort.name) == name.strip().lower()))
 
     # ---- lookups other services share (inside their own session) ----------------------------
 
@@ -291,6 +278,20 @@ class Cohorts:
             raise NotFound("You are not in any cohort yet. `/study join NAME` joins one; name a cohort to look at it.")
         raise FieldError("name", "You are in several cohorts: name one, e.g. "
                          f"`{mine[0].name}`. Yours: {', '.join(c.name for c in mine)}.")
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _curriculum(self, curriculum_id: str) -> Curriculum:
+        try:
+            return get_curriculum(curriculum_id, self.curricula_dir)
+        except NotFound as error:
+            raise FieldError("curriculum", error.message, value=curriculum_id) from None
+        except StudybotError as error:
+            raise FieldError("curriculum", f"Curriculum {curriculum_id!r} cannot be loaded: {error.message}") from None
+
+    @staticmethod
+    def _find(s: Session, name: str) -> Cohort | None:
+        return s.scalar(select(Cohort).where(func.lower(Cohort.name) == name.strip().lower()))
 
     # ---- planning ----------------------------------------------------------------------------
 

@@ -33,12 +33,14 @@ from studybot.services.cohorts import Cohorts
 
 MODES = {"named": "named", "anonymous": "anonymous", "anon": "anonymous", "optout": "hidden", "hidden": "hidden",
          "optin": "named"}
+# Anonymous learners' pseudonyms ("anonymous otter"): drawn from a hash, so stable and free of user ids.
 ANIMALS = ("otter", "heron", "lynx", "marten", "puffin", "ibex", "gecko", "quokka", "walrus", "okapi", "tapir",
            "badger", "falcon", "narwhal", "axolotl", "pangolin", "lemur", "bison", "condor", "dingo", "egret",
            "ferret", "gannet", "hare", "jackal", "kestrel", "llama", "magpie", "newt", "ocelot", "panda", "quail",
            "raven", "seal", "toucan", "urchin", "vole", "wombat", "yak", "zebra", "beaver", "crane", "dolphin",
            "eland", "fox", "gibbon", "hedgehog", "impala", "jay", "koala", "loris", "moose", "nightjar", "orca",
            "plover", "robin", "stoat", "tern", "viper", "wren", "alpaca", "caracal", "dormouse", "mole")
+
 
 @dataclass(frozen=True)
 class Entry:
