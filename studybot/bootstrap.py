@@ -13,11 +13,15 @@ from studybot.reply_cache import ReplyCache
 from studybot.services.cohorts import Cohorts
 from studybot.services.deliveries import Deliveries
 from studybot.queue import JobQueue
+from studybot.services.exports import Exports
 from studybot.services.feedback import Feedback
 from studybot.services.intake import Intake
 from studybot.services.leaderboards import Leaderboards
+from studybot.services.moderation import Moderation
+from studybot.services.posting import ExactlyOncePoster
 from studybot.services.processed_events import ProcessedEvents
 from studybot.services.submissions import Submissions
+from studybot.services.weekly_boards import WeeklyBoards
 
 
 @dataclass
@@ -26,8 +30,12 @@ class Services:
     chat: Chat
     clock: Clock
     cohorts: Cohorts
+    poster: ExactlyOncePoster  # every post that must go out exactly once (services/posting.py)
     deliveries: Deliveries
     leaderboards: Leaderboards
+    weekly_boards: WeeklyBoards
+    moderation: Moderation
+    exports: Exports
     queue: JobQueue
     submissions: Submissions
     feedback: Feedback
@@ -39,15 +47,20 @@ class Services:
 
 def build_services(settings: Settings, db: Database, chat: Chat, clock: Clock) -> Services:
     cohorts = Cohorts(db, chat, clock, curricula_dir=settings.curricula_dir, reminder_lead=settings.reminder_lead)
-    deliveries = Deliveries(db, chat, clock, cohorts, late_grace=settings.late_grace,
+    poster = ExactlyOncePoster(db, chat, clock)
+    deliveries = Deliveries(db, chat, clock, cohorts, poster, late_grace=settings.late_grace,
                             curricula_dir=settings.curricula_dir)
-    leaderboards = Leaderboards(db, chat, clock, cohorts, curricula_dir=settings.curricula_dir,
-                                late_grace=settings.late_grace)
+    leaderboards = Leaderboards(db, cohorts, curricula_dir=settings.curricula_dir)
+    weekly_boards = WeeklyBoards(db, clock, cohorts, leaderboards, poster, late_grace=settings.late_grace)
     queue = JobQueue(db, clock)
     submissions = Submissions(db, clock, queue, daily_quota=settings.daily_quota, curricula_dir=settings.curricula_dir)
-    feedback = Feedback(db, chat, clock, submissions, leaderboards)
-    commands = CommandHandler(cohorts, submissions=submissions, leaderboards=leaderboards)
-    return Services(db=db, chat=chat, clock=clock, cohorts=cohorts, deliveries=deliveries, leaderboards=leaderboards,
+    moderation = Moderation(db, chat, clock, cohorts, leaderboards, submissions)
+    exports = Exports(db, chat, clock, cohorts, leaderboards)
+    feedback = Feedback(db, chat, clock, submissions, leaderboards, poster)
+    commands = CommandHandler(cohorts, submissions=submissions, leaderboards=leaderboards,
+                              weekly_boards=weekly_boards, moderation=moderation, exports=exports)
+    return Services(db=db, chat=chat, clock=clock, cohorts=cohorts, poster=poster, deliveries=deliveries,
+                    leaderboards=leaderboards, weekly_boards=weekly_boards, moderation=moderation, exports=exports,
                     queue=queue, submissions=submissions, feedback=feedback,
                     commands=commands, reply_cache=ReplyCache(db, commands),
                     intake=Intake(chat, submissions, feedback), processed_events=ProcessedEvents(db, clock))

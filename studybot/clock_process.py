@@ -1,7 +1,7 @@
 """The clock process: one APScheduler interval job that asks the database what is due.
 
 APScheduler is only the ticker. Nothing is pickled into a job store; the truth is the deliveries
-table (see services/deliveries.py). A second clock process started by mistake waits on a lock
+table (see services/posting.py). A second clock process started by mistake waits on a lock
 (PostgreSQL advisory lock, or a file lock beside the SQLite database) and takes over if the first
 one dies; even without the lock, the conditional claim keeps every post single."""
 
@@ -61,7 +61,7 @@ FEEDBACK_SECONDS = 2  # how often grading progress and results are brought to le
 
 
 def run_clock(services, lock_path: Path, tick_seconds: int, stop: threading.Event | None = None) -> None:
-    """Tick lesson deliveries and weekly leaderboards every ``tick_seconds``, feedback every 2 s."""
+    """Tick lesson deliveries and weekly boards every ``tick_seconds``, feedback (and record posts) every 2 s."""
     deliveries, db = services.deliveries, services.db
     stop = stop or threading.Event()
     with clock_lock(db, lock_path, stop, retry_seconds=min(tick_seconds, STANDBY_RETRY_SECONDS)) as held:
@@ -76,8 +76,8 @@ def run_clock(services, lock_path: Path, tick_seconds: int, stop: threading.Even
                 log.info("tick: posted %s, reminded %d, skipped %s, failed %s",
                          report.posted, len(report.reminded), report.skipped, report.failed)
 
-        def leaderboards() -> None:
-            posted = services.leaderboards.tick()
+        def weekly_boards() -> None:
+            posted = services.weekly_boards.tick()
             if posted:
                 log.info("weekly leaderboards posted: %s", posted)
 
@@ -85,7 +85,7 @@ def run_clock(services, lock_path: Path, tick_seconds: int, stop: threading.Even
             services.feedback.tick()
 
         # coalesce + max_instances=1: a slow tick is never run twice at once or replayed in a burst.
-        for job, seconds in ((tick, tick_seconds), (leaderboards, tick_seconds), (feedback, FEEDBACK_SECONDS)):
+        for job, seconds in ((tick, tick_seconds), (weekly_boards, tick_seconds), (feedback, FEEDBACK_SECONDS)):
             scheduler.add_job(job, IntervalTrigger(seconds=seconds), id=job.__name__, coalesce=True,
                               max_instances=1, next_run_time=deliveries.clock.now(), misfire_grace_time=None)
         watcher = threading.Thread(target=lambda: (stop.wait(), scheduler.shutdown(wait=False)), daemon=True)

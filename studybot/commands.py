@@ -84,9 +84,13 @@ READ_ONLY_VERBS = frozenset({"lesson", "schedule", "status", "join", "leave"})
 
 
 class CommandHandler:
-    def __init__(self, cohorts: Cohorts, submissions=None, leaderboards=None) -> None:
+    def __init__(self, cohorts: Cohorts, submissions=None, leaderboards=None, weekly_boards=None, moderation=None,
+                 exports=None) -> None:
         self.cohorts = cohorts
         self.leaderboards = leaderboards  # services.leaderboards.Leaderboards
+        self.weekly_boards = weekly_boards  # services.weekly_boards.WeeklyBoards
+        self.moderation = moderation  # services.moderation.Moderation
+        self.exports = exports  # services.exports.Exports
         self.submissions = submissions  # services.submissions.Submissions
 
     @staticmethod
@@ -172,7 +176,7 @@ class CommandHandler:
             args = parse([t for t in rest if t != "--off"], {"weekday", "time"})
             if len(args.positional) != 1:
                 raise FieldError("name", f"Give exactly one cohort name. Usage: `{USAGE['cohort leaderboard']}`")
-            return Reply("leaderboard_schedule", {"cohort": self.leaderboards.set_schedule(
+            return Reply("leaderboard_schedule", {"cohort": self.weekly_boards.set_schedule(
                 user_id, args.positional[0], weekday=args.one("weekday"), at=args.one("time"), off=off)})
         return Reply("help", {"unknown": f"cohort {action}", "organizer": self.cohorts.is_any_organizer(user_id)})
 
@@ -183,8 +187,10 @@ class CommandHandler:
         return tokens[0]
 
     def _leaderboard(self, verb: str, tokens: list[str], user_id: str) -> Reply:
-        """leaderboard, export, disqualify, requalify, regrade (services/leaderboards.py)."""
-        from studybot.services.leaderboards import CSV_COLUMNS, MODES
+        """leaderboard (services/leaderboards.py), export (services/exports.py), disqualify, requalify and
+        regrade (services/moderation.py)."""
+        from studybot.services.exports import CSV_COLUMNS
+        from studybot.services.leaderboards import MODES
 
         boards = self.leaderboards
         if verb == "leaderboard":
@@ -200,19 +206,19 @@ class CommandHandler:
             args = parse(tokens, set())
             if not args.positional or len(args.positional) > 2:
                 raise FieldError("exercise", f"Name the exercise: `{USAGE['export']}`.")
-            export = boards.send_export(user_id, args.positional[0],
-                                        args.positional[1] if len(args.positional) > 1 else None)
+            export = self.exports.send_export(user_id, args.positional[0],
+                                              args.positional[1] if len(args.positional) > 1 else None)
             return Reply("export_ready", {"export": export, "columns": CSV_COLUMNS})
         if verb == "disqualify":
             args = parse(tokens, {"reason"})
             if len(args.positional) != 1:
                 raise FieldError("submission", f"Name one submission: `{USAGE['disqualify']}`.")
-            info = boards.disqualify(user_id, args.positional[0], args.one("reason") or "")
+            info = self.moderation.disqualify(user_id, args.positional[0], args.one("reason") or "")
             return Reply("disqualified", {"info": info, "action": "disqualified", "to_learner": False})
         args = parse(tokens, set())
         if len(args.positional) != 1:
             raise FieldError("submission", f"Name one submission: `/study {verb} SUBMISSION_ID`.")
         if verb == "requalify":
-            info = boards.requalify(user_id, args.positional[0])
+            info = self.moderation.requalify(user_id, args.positional[0])
             return Reply("disqualified", {"info": info, "action": "requalified", "to_learner": False})
-        return Reply("regrade_queued", {"info": boards.regrade(user_id, args.positional[0])})
+        return Reply("regrade_queued", {"info": self.moderation.regrade(user_id, args.positional[0])})

@@ -23,8 +23,11 @@ class Channel:
 
 
 class Chat(Protocol):
-    def post(self, channel_id: str, message: Message, *, metadata: dict[str, Any] | None = None) -> str:
-        """Post to a channel; returns the message id (Slack's ts). Raises ChatError after retries."""
+    def post(self, channel_id: str, message: Message, *, tag: str | None = None) -> str:
+        """Post to a channel; returns the message id (Slack's ts). Raises ChatError after retries.
+
+        ``tag`` is an idempotency tag the post carries (Slack: message metadata), so that
+        ``find_post`` can later tell whether a post whose fate is unknown did land."""
 
     def dm(self, user_id: str, message: Message) -> str:
         """Send a direct message to one user; returns the message id."""
@@ -35,10 +38,10 @@ class Chat(Protocol):
     def update(self, channel_id: str, message_id: str, message: Message) -> None:
         """Replace a message the bot posted (progress that moves along: queued, running, result)."""
 
-    def find_post(self, channel_id: str, *, since: datetime, event_type: str, key: str) -> str | None:
-        """The id of a post made since ``since`` whose metadata names (event_type, key), if any.
+    def find_post(self, channel_id: str, *, since: datetime, tag: str) -> str | None:
+        """The id of a post made to the channel since ``since`` that carries ``tag``, if any.
 
-        How a delivery whose fate is unknown (a crash between post and mark) is reconciled."""
+        How a post whose fate is unknown (a crash between post and mark) is reconciled."""
 
     def is_workspace_admin(self, user_id: str) -> bool:
         """Workspace admins and owners are organizers of every cohort."""

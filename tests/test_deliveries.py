@@ -1,7 +1,7 @@
 """Each lesson posts exactly once, whatever happens: restarts, two schedulers, downtime, DST, crashes.
 
 The scheduler's clock is injected (ManualClock); the chat is the real shell transport, which
-records every post with its metadata."""
+records every post with its tag."""
 
 from __future__ import annotations
 
@@ -72,9 +72,9 @@ def test_exactly_once_across_a_restart(settings, db, clock):
 class SlowChat(ShellChat):
     """Posting takes a while, as over a real network: widens the window for a race."""
 
-    def post(self, channel_id, message, *, metadata=None):
+    def post(self, channel_id, message, *, tag=None):
         time.sleep(0.05)
-        return super().post(channel_id, message, metadata=metadata)
+        return super().post(channel_id, message, tag=tag)
 
 
 def test_two_schedulers_never_post_twice(settings, db, clock):
@@ -138,8 +138,8 @@ class DiesAfterPosting(ShellChat):
 
     armed = True
 
-    def post(self, channel_id, message, *, metadata=None):
-        ts = super().post(channel_id, message, metadata=metadata)
+    def post(self, channel_id, message, *, tag=None):
+        ts = super().post(channel_id, message, tag=tag)
         if self.armed:
             self.armed = False
             raise SystemExit("killed mid-post")
@@ -204,10 +204,10 @@ def test_a_failing_channel_is_retried_then_reported(settings, db, clock):
     from studybot.errors import ChatError
 
     class Refuses(ShellChat):
-        def post(self, channel_id, message, *, metadata=None):
+        def post(self, channel_id, message, *, tag=None):
             if channel_id == "fastai":  # the bot was removed from the cohort channel; DMs still work
                 raise ChatError("Slack refused chat_postMessage: not_in_channel")
-            return super().post(channel_id, message, metadata=metadata)
+            return super().post(channel_id, message, tag=tag)
 
     chat = Refuses(io.StringIO(), clock, lambda user: user == "admin")
     bot = make(settings, db, clock, chat)
@@ -216,4 +216,4 @@ def test_a_failing_channel_is_retried_then_reported(settings, db, clock):
     reports = [bot.deliveries.tick() for _ in range(6)]
     assert [r.failed for r in reports] == [[], [], [], [], ["fastai:1"], []]
     [dm] = [p for p in chat.posted if p.channel_id == "@admin"]
-    assert "could not be posted" in dm.message.text and "not_in_channel" in dm.message.text
+    assert "could not be posted" in dm.message.text and "not_in_channel" in dm.message.text and "after 5 attempts" in dm.message.text

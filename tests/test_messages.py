@@ -11,7 +11,7 @@ from studybot.messages import escape_mrkdwn, render, render_view
 from studybot.shell.chat import to_plain
 
 TEMPLATES = Path(__file__).parent.parent / "studybot" / "messages"
-# Rendered in tests/test_leaderboards.py (test_every_leaderboard_template_renders_valid_block_kit).
+# Rendered in tests/test_ranking.py (test_every_leaderboard_template_renders_valid_block_kit).
 LEADERBOARD_TEMPLATES = {"leaderboard", "leaderboard_weekly", "leaderboard_record", "leaderboard_mode",
                          "leaderboard_schedule", "disqualified", "regrade_queued", "export_ready"}
 CREATE = "/study cohort create fastai --channel #fastai --start 2027-01-05 --time 18:00 --tz Europe/Berlin"

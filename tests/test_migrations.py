@@ -18,3 +18,33 @@ def test_migrations_match_the_models(db):
 def test_migrating_twice_is_harmless(db):
     db.migrate()
     assert {"cohorts", "deliveries", "memberships", "alembic_version"} <= set(inspect(db.engine).get_table_names())
+
+
+def test_0005_gives_weekly_board_rows_the_one_posters_states(db, bot):
+    """Rows written by the old weekly-board code ('retry', 'posting') are picked up by the one poster."""
+    from alembic import command
+    from sqlalchemy import select, text
+
+    from studybot.db.engine import alembic_config
+    from studybot.db.models import Delivery
+
+    bot.say("/study cohort create fastai --channel #fastai --start 2027-01-05 --time 18:00 --tz Europe/Berlin",
+            as_user="admin")
+    with db.engine.connect() as connection:
+        config = alembic_config(db.url)
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0004")
+        cohort_id = connection.execute(text("SELECT id FROM cohorts")).scalar()
+        for key, status in (("2027-W01", "sent"), ("2027-W02", "retry"), ("2027-W03", "posting")):
+            connection.execute(text(
+                "INSERT INTO deliveries (cohort_id, lesson_key, position, kind, due_at, status, attempts) "
+                "VALUES (:c, :k, 0, 'leaderboard', :due, :s, 1)"), {"c": cohort_id, "k": key, "s": status,
+                                                                    "due": "2027-01-08 16:00:00"})
+        command.upgrade(config, "head")
+        connection.commit()
+    with db.session() as s:
+        boards = dict(s.execute(select(Delivery.lesson_key, Delivery.status).where(
+            Delivery.kind == "leaderboard")).all())
+        lessons = set(s.scalars(select(Delivery.status).where(Delivery.kind == "lesson")))
+    assert boards == {"2027-W01": "sent", "2027-W02": "pending", "2027-W03": "sending"}
+    assert lessons == {"pending"}  # lesson rows were already in these states: untouched

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
-from studybot.db.models import Cohort
+from studybot.db.models import Cohort, Delivery
 from tests.conftest import FAST_RETRIES, SIGNING_SECRET
 from tests.support import signed_requests as slack
 from tests.support.waiting import eventually
@@ -215,6 +215,9 @@ def test_the_lesson_post_lands_in_the_channel_on_time_despite_a_429(slack_app):
     assert post["channel"] == "CSTUDY"
     assert post["blocks"][0] == {"type": "header", "text": {"type": "plain_text", "text": "Week 1: Getting started"}}
     assert post["metadata"]["event_type"] == "studybot_delivery"
+    with slack_app.services.db.session() as s:
+        row_id = s.scalar(select(Delivery.id).where(Delivery.kind == "lesson", Delivery.lesson_key == "1"))
+    assert post["metadata"]["event_payload"] == {"tag": f"delivery:{row_id}"}
     assert slack_app.services.deliveries.tick().posted == []
 
 
@@ -283,3 +286,23 @@ def test_a_mention_is_answered_in_its_thread_at_the_channels_pace(slack_app):
     assert reply.args["channel"] == "CSTUDY" and reply.args["thread_ts"] == "7.1"
     assert "/study join NAME" in reply.args["text"]
     assert reply.at - lesson.at >= 0.45
+
+
+def test_find_post_finds_a_tagged_post_in_the_channel_history(fake_slack):
+    """The idempotency tag survives the trip through Slack's message metadata, also for posts made
+    before tags existed (their metadata named the deliveries row)."""
+    from studybot.ports import Message
+    from studybot.slack.chat import SlackChat, make_web_client
+
+    chat = SlackChat(make_web_client("xoxb-test", fake_slack.api_url), post_interval=0)
+    since = datetime(2023, 1, 1, tzinfo=timezone.utc)  # the fake's message ts count from 1700000000
+    chat.post("CSTUDY", Message("untagged"))
+    tagged = chat.post("CSTUDY", Message("tagged"), tag="delivery:7")
+    chat.post("CSTUDY", Message("another"), tag="delivery:8")
+    assert chat.find_post("CSTUDY", since=since, tag="delivery:7") == tagged
+    assert chat.find_post("CSTUDY", since=since, tag="delivery:9") is None
+    legacy = chat.client.chat_postMessage(channel="CSTUDY", text="old board", metadata={
+        "event_type": "studybot_leaderboard", "event_payload": {"delivery_id": "12"}})["ts"]
+    assert chat.find_post("CSTUDY", since=since, tag="delivery:12") == legacy
+    assert [c.args.get("metadata") for c in fake_slack.calls_to("chat.postMessage")][:2] == [
+        None, {"event_type": "studybot_delivery", "event_payload": {"tag": "delivery:7"}}]

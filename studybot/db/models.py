@@ -103,11 +103,12 @@ class Membership(Base):
 
 
 class Delivery(Base):
-    """One scheduled post: a lesson to the cohort channel, or the reminder DMs before its deadline.
+    """One post that must go out exactly once: a lesson to the cohort channel, the reminder DMs before
+    its deadline, a weekly board, a "new record" post.
 
     UNIQUE(cohort_id, lesson_key, kind) is what makes a post go out once: a DST double fire,
     a restart or a second scheduler can only ever find the same row, and only one of them
-    can move it from pending to sending (claim -> post -> mark)."""
+    can move it from pending to sending, or insert it as sending (services/posting.py)."""
 
     __tablename__ = "deliveries"
     __table_args__ = (
@@ -119,7 +120,7 @@ class Delivery(Base):
     cohort_id: Mapped[int] = mapped_column(ForeignKey("cohorts.id", ondelete="CASCADE"))
     lesson_key: Mapped[str] = mapped_column(String(16))
     position: Mapped[int] = mapped_column(Integer)  # lesson order within the curriculum
-    kind: Mapped[str] = mapped_column(String(16))  # lesson | reminder
+    kind: Mapped[str] = mapped_column(String(16))  # lesson | reminder | leaderboard (weekly) | record
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|sending|sent|skipped|failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)

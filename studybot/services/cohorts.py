@@ -1,7 +1,9 @@
 """Cohorts: create, list, pause, resume, skip a week, reschedule; members join and leave.
 
 Every change that moves lessons in time re-plans the cohort's pending deliveries here, so the
-scheduler only ever reads due times from the database."""
+scheduler only ever reads due times from the database. The lookups other services need (a cohort by
+name, the caller's only cohort, who organizes what) are public methods here, used inside the
+caller's session."""
 
 from __future__ import annotations
 
@@ -90,7 +92,8 @@ class Cohorts:
             named = s.scalar(select(func.count()).select_from(CohortOrganizer).where(CohortOrganizer.user_id == user_id))
         return bool(named) or self.chat.is_workspace_admin(user_id)
 
-    def _require_organizer(self, user_id: str, cohort: Cohort | None, action: str) -> None:
+    def require_organizer(self, user_id: str, cohort: Cohort | None, action: str) -> None:
+        """PermissionDenied unless the user organizes ``cohort`` (None: any cohort, i.e. a workspace admin)."""
         if not self.is_organizer(user_id, cohort):
             where = f" of {cohort.name}" if cohort is not None else ""
             raise PermissionDenied(
@@ -104,7 +107,7 @@ class Cohorts:
                weekday: str | None = None, curriculum: str | None = None,
                organizers: Iterable[str] = ()) -> CohortView:
         """Validate every field first, then write: bad input never leaves a half-made cohort."""
-        self._require_organizer(user_id, None, "create cohorts")
+        self.require_organizer(user_id, None, "create cohorts")
         name = validation.cohort_name(name)
         start_day = validation.start_date(start)
         post_time = validation.post_time(at)
@@ -148,8 +151,8 @@ class Cohorts:
 
     def pause(self, user_id: str, name: str) -> CohortView:
         with self.db.session() as s:
-            cohort = self._get(s, name)
-            self._require_organizer(user_id, cohort, "pause a cohort")
+            cohort = self.get(s, name)
+            self.require_organizer(user_id, cohort, "pause a cohort")
             if cohort.status == "paused":
                 raise Conflict(f"{cohort.name} is already paused. `/study cohort resume {cohort.name}` restarts it.")
             cohort.status = "paused"
@@ -158,8 +161,8 @@ class Cohorts:
     def resume(self, user_id: str, name: str) -> CohortView:
         """Lessons pick up at the next weekly slot: a paused week is not lost, it is moved."""
         with self.db.session() as s:
-            cohort = self._get(s, name)
-            self._require_organizer(user_id, cohort, "resume a cohort")
+            cohort = self.get(s, name)
+            self.require_organizer(user_id, cohort, "resume a cohort")
             if cohort.status != "paused":
                 raise Conflict(f"{cohort.name} is not paused.")
             cohort.status = "active"
@@ -169,8 +172,8 @@ class Cohorts:
     def skip_week(self, user_id: str, name: str) -> CohortView:
         """The next pending lesson, and every one after it, moves one week later."""
         with self.db.session() as s:
-            cohort = self._get(s, name)
-            self._require_organizer(user_id, cohort, "skip a week")
+            cohort = self.get(s, name)
+            self.require_organizer(user_id, cohort, "skip a week")
             nxt = self._pending_lessons(s, cohort)
             if not nxt:
                 raise Conflict(f"{cohort.name} has no lessons left to move.")
@@ -183,8 +186,8 @@ class Cohorts:
         if not any([weekday, at, tz, start]):
             raise FieldError("weekday", "Nothing to change: give --weekday, --time, --tz or --start.")
         with self.db.session() as s:
-            cohort = self._get(s, name)
-            self._require_organizer(user_id, cohort, "reschedule a cohort")
+            cohort = self.get(s, name)
+            self.require_organizer(user_id, cohort, "reschedule a cohort")
             new_weekday = validation.weekday(weekday) if weekday else cohort.weekday
             new_time = validation.post_time(at) if at else _parse_hhmm(cohort.post_time)
             new_zone = validation.timezone_name(tz) if tz else ZoneInfo(cohort.timezone)
@@ -200,7 +203,7 @@ class Cohorts:
 
     def join(self, user_id: str, name: str) -> CohortView:
         with self.db.session() as s:
-            cohort = self._get(s, name)
+            cohort = self.get(s, name)
             membership = s.scalar(select(Membership).where(Membership.cohort_id == cohort.id, Membership.user_id == user_id))
             if membership is not None and membership.left_at is None:
                 raise Conflict(f"You are already in {cohort.name}.")
@@ -213,7 +216,7 @@ class Cohorts:
 
     def leave(self, user_id: str, name: str | None) -> CohortView:
         with self.db.session() as s:
-            cohort = self._get(s, name) if name else self._only_cohort_of(s, user_id)
+            cohort = self.get(s, name) if name else self.only_cohort_of(s, user_id)
             membership = s.scalar(select(Membership).where(
                 Membership.cohort_id == cohort.id, Membership.user_id == user_id, Membership.left_at.is_(None)))
             if membership is None:
@@ -225,25 +228,56 @@ class Cohorts:
     def view(self, user_id: str, name: str | None) -> CohortView:
         """The named cohort, or the caller's own when they are in exactly one."""
         with self.db.session() as s:
-            cohort = self._get(s, name) if name else self._only_cohort_of(s, user_id)
+            cohort = self.get(s, name) if name else self.only_cohort_of(s, user_id)
             return self._view(s, cohort)
 
     def cohorts_of(self, user_id: str) -> list[CohortView]:
         with self.db.session() as s:
-            return [self._view(s, c) for c in self._member_cohorts(s, user_id)]
+            return [self._view(s, c) for c in self.member_cohorts(s, user_id)]
 
     def organized_by(self, user_id: str) -> list[CohortView]:
         with self.db.session() as s:
             if self.chat.is_workspace_admin(user_id):
                 cohorts = s.scalars(select(Cohort).order_by(Cohort.name))
             else:
-                cohorts = s.scalars(select(Cohort).join(CohortOrganizer).where(CohortOrganizer.user_id == user_id)
-                                    .order_by(Cohort.name))
+                cohorts = self.named_organizer_of(s, user_id)
             return [self._view(s, c) for c in cohorts]
 
     def submitted_exercises(self, user_id: str) -> set[str]:
         with self.db.session() as s:
             return set(s.scalars(select(Submission.exercise_id).where(Submission.user_id == user_id)))
+
+    # ---- lookups other services share (inside their own session) ----------------------------
+
+    def get(self, s: Session, name: str) -> Cohort:
+        """The cohort of that name (any case); NotFound listing the cohorts there are."""
+        cohort = self._find(s, name or "")
+        if cohort is None:
+            known = ", ".join(s.scalars(select(Cohort.name).order_by(Cohort.name))) or "none yet"
+            raise NotFound(f"There is no cohort named {name!r}. Cohorts: {known}.", name=name)
+        return cohort
+
+    @staticmethod
+    def member_cohorts(s: Session, user_id: str) -> list[Cohort]:
+        """The cohorts the user is a current member of, by name."""
+        return list(s.scalars(select(Cohort).join(Membership).where(
+            Membership.user_id == user_id, Membership.left_at.is_(None)).order_by(Cohort.name)))
+
+    @staticmethod
+    def named_organizer_of(s: Session, user_id: str) -> list[Cohort]:
+        """The cohorts that name the user as an organizer (workspace admins organize all, unnamed), by name."""
+        return list(s.scalars(select(Cohort).join(CohortOrganizer).where(
+            CohortOrganizer.user_id == user_id).order_by(Cohort.name)))
+
+    def only_cohort_of(self, s: Session, user_id: str) -> Cohort:
+        """The user's cohort when they are in exactly one; else NotFound or FieldError('name') saying so."""
+        mine = self.member_cohorts(s, user_id)
+        if len(mine) == 1:
+            return mine[0]
+        if not mine:
+            raise NotFound("You are not in any cohort yet. `/study join NAME` joins one; name a cohort to look at it.")
+        raise FieldError("name", "You are in several cohorts: name one, e.g. "
+                         f"`{mine[0].name}`. Yours: {', '.join(c.name for c in mine)}.")
 
     # ---- internals -------------------------------------------------------------------------
 
@@ -259,26 +293,7 @@ class Cohorts:
     def _find(s: Session, name: str) -> Cohort | None:
         return s.scalar(select(Cohort).where(func.lower(Cohort.name) == name.strip().lower()))
 
-    def _get(self, s: Session, name: str) -> Cohort:
-        cohort = self._find(s, name or "")
-        if cohort is None:
-            known = ", ".join(s.scalars(select(Cohort.name).order_by(Cohort.name))) or "none yet"
-            raise NotFound(f"There is no cohort named {name!r}. Cohorts: {known}.", name=name)
-        return cohort
-
-    @staticmethod
-    def _member_cohorts(s: Session, user_id: str) -> list[Cohort]:
-        return list(s.scalars(select(Cohort).join(Membership).where(
-            Membership.user_id == user_id, Membership.left_at.is_(None)).order_by(Cohort.name)))
-
-    def _only_cohort_of(self, s: Session, user_id: str) -> Cohort:
-        mine = self._member_cohorts(s, user_id)
-        if len(mine) == 1:
-            return mine[0]
-        if not mine:
-            raise NotFound("You are not in any cohort yet. `/study join NAME` joins one; name a cohort to look at it.")
-        raise FieldError("name", "You are in several cohorts: name one, e.g. "
-                         f"`{mine[0].name}`. Yours: {', '.join(c.name for c in mine)}.")
+    # ---- planning ----------------------------------------------------------------------------
 
     @staticmethod
     def _pending_lessons(s: Session, cohort: Cohort) -> list[Delivery]:

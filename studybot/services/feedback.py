@@ -4,7 +4,11 @@
 Workers never talk to Slack: they write progress and results to the database, and the clock
 process (and the shell) call ``Feedback.tick()`` to show them. Editing is idempotent, so two
 callers at once only cost an extra edit; the side effects of a result (the run plot, the record
-post) happen once, for whichever caller wins the conditional UPDATE of notified_state."""
+post) happen once, for whichever caller wins the conditional UPDATE of notified_state.
+
+A record post must also survive a crash or a Slack error after that UPDATE: it is a deliveries row
+(kind 'record', lesson_key 'sub<submission id>') posted by the exactly-once poster (services/posting.py);
+each tick retries the ones that failed, while they are still records."""
 
 from __future__ import annotations
 
@@ -16,15 +20,22 @@ from sqlalchemy import or_, select, update
 
 from studybot.time_source import Clock
 from studybot.db.engine import Database
-from studybot.db.models import Cohort, GradingJob, Submission
+from studybot.db.models import Cohort, Delivery, GradingJob, Submission
 from studybot.errors import ChatError
 from studybot.messages import render
 from studybot.ports import Chat
+from studybot.services.posting import ExactlyOncePoster
 
 log = logging.getLogger(__name__)
 
 BATCH = 100  # submissions looked at per tick
 FINAL_PREFIX = "done:"
+RECORD_KIND = "record"  # deliveries.kind of a "new record" channel post
+
+
+def record_key(submission_id: int) -> str:
+    """deliveries.lesson_key of the record post of one submission (16 characters at most)."""
+    return f"sub{submission_id}"
 
 
 def state_of(submission: Submission, job: GradingJob | None) -> str:
@@ -38,12 +49,17 @@ def state_of(submission: Submission, job: GradingJob | None) -> str:
 
 
 class Feedback:
-    def __init__(self, db: Database, chat: Chat, clock: Clock, submissions, leaderboards=None) -> None:
+    def __init__(self, db: Database, chat: Chat, clock: Clock, submissions, leaderboards=None,
+                 poster: ExactlyOncePoster | None = None) -> None:
         self.db, self.chat, self.clock = db, chat, clock
         self.submissions, self.leaderboards = submissions, leaderboards
+        self.poster = poster or ExactlyOncePoster(db, chat, clock)
 
     def tick(self) -> list[tuple[int, str]]:
-        """Bring every open submission's message up to date; returns (submission id, new state)."""
+        """Bring every open submission's message up to date; returns (submission id, new state).
+
+        Record posts that failed (or whose process died) are tried again first."""
+        self._retry_records()
         changed = []
         with self.db.session() as s:
             rows = s.execute(select(Submission, GradingJob).outerjoin(
@@ -108,10 +124,32 @@ class Feedback:
         if submission.status == "passed" and self.leaderboards is not None:
             record = self.leaderboards.record_broken(submission.id)
             if record:
-                try:
-                    self.chat.post(record["channel_id"], render("leaderboard_record", **record))
-                except ChatError as error:
-                    log.warning("could not post the record of submission %s: %s", submission.id, error.message)
+                row_id = self.poster.claim_new(cohort_id=submission.cohort_id, kind=RECORD_KIND,
+                                               key=record_key(submission.id), due_at=self.clock.now())
+                if row_id is not None:  # None: posted already, or another caller is posting it
+                    self._post_record(row_id, submission.id, record)
+
+    def _post_record(self, row_id: int, submission_id: int, record: dict[str, Any]) -> None:
+        outcome = self.poster.post(row_id, record["channel_id"], lambda: render("leaderboard_record", **record))
+        if outcome.status != "sent":
+            log.warning("could not post the record of submission %s: %s (%s)", submission_id, outcome.error,
+                        outcome.status)
+
+    def _retry_records(self) -> None:
+        """Record posts left pending by a failure, or stuck by a process that died, while still records."""
+        if self.leaderboards is None:
+            return
+        self.poster.release_stuck((RECORD_KIND,))
+        with self.db.session() as s:
+            pending = s.execute(select(Delivery.id, Delivery.lesson_key).where(
+                Delivery.kind == RECORD_KIND, Delivery.status == "pending").order_by(Delivery.id)).all()
+        for row_id, key in pending:
+            submission_id = int(key.removeprefix("sub"))
+            record = self.leaderboards.record_broken(submission_id)
+            if record is None:  # beaten or disqualified since: no longer news
+                self.poster.skip(row_id, note="no longer a record")
+            elif self.poster.claim(row_id):
+                self._post_record(row_id, submission_id, record)
 
     def _tell_organizers(self, submission: Submission) -> None:
         """Infrastructure kept failing on this job: the people who can act on it hear about it once."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,8 +19,10 @@ from studybot.time_source import Clock
 from studybot.curricula import load_curricula
 from studybot.db.engine import Database
 from studybot.db.models import Cohort, Delivery, GradingJob, Membership, Notebook, Submission, SubmitIntent
-from studybot.errors import FieldError, InputError, NotFound
+from studybot.errors import Conflict, FieldError, InputError, NotFound
 from studybot.queue import JobQueue
+
+log = logging.getLogger(__name__)
 
 MAX_NOTEBOOK_BYTES = 5 * 1024 * 1024  # larger uploads are refused before they are stored
 INTENT_TTL = timedelta(minutes=30)  # `/study submit EXERCISE` waits this long for the upload
@@ -33,6 +36,13 @@ class Accepted:
     position: int | None  # place in the queue, 1 = next
     quota_left: int
     duplicate: bool = False  # the same upload arrived twice (a retried Slack event)
+
+
+@dataclass(frozen=True)
+class Regraded:
+    submission_id: int  # the new submission
+    regrade_of: int
+    position: int | None  # its place in the queue, when known
 
 
 def _size(n: int) -> str:
@@ -128,6 +138,38 @@ class Submissions:
                 raise
             return existing
         return Accepted(submission_id, exercise_id, self.queue.position(submission_id), quota_left - 1)
+
+    def regrade(self, submission_id: int) -> Regraded:
+        """A new submission of the same stored notebook (source 'regrade'), queued for grading.
+
+        Re-grades do not count against the daily quota. Who may ask is the caller's to check
+        (services/moderation.py); Conflict while the original, or a re-grade of it, is being graded."""
+        with self.db.session() as s:
+            original = s.get(Submission, submission_id)
+            if original is None:
+                raise NotFound(f"There is no submission {submission_id}.", submission=submission_id)
+            if original.notebook_sha256 is None:
+                raise Conflict(f"Submission {submission_id} has no stored notebook to grade again.")
+            if original.status in ("queued", "running"):
+                raise Conflict(f"Submission {submission_id} is still being graded ({original.status}).")
+            pending = s.scalar(select(Submission.id).where(
+                Submission.regrade_of == submission_id, Submission.status.in_(("queued", "running"))))
+            if pending is not None:
+                raise Conflict(f"Submission {submission_id} is already being re-graded as submission {pending}.")
+            submission = Submission(
+                user_id=original.user_id, exercise_id=original.exercise_id, status="queued",
+                created_at=self.clock.now(), cohort_id=original.cohort_id, notebook_sha256=original.notebook_sha256,
+                filename=original.filename, source="regrade", lane=original.lane, regrade_of=original.id)
+            s.add(submission)
+            s.flush()
+            self.queue.enqueue(s, submission)
+            new_id = submission.id
+        position = None
+        try:
+            position = self.queue.position(new_id)
+        except Exception:  # the queue position is a nicety in the reply
+            log.debug("no queue position for %s", new_id, exc_info=True)
+        return Regraded(new_id, submission_id, position)
 
     def attach_message(self, submission_id: int, channel_id: str, ts: str, state: str) -> None:
         """Remember the DM message to edit as the submission moves along (see services/feedback.py)."""

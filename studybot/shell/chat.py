@@ -1,4 +1,4 @@
-"""A Chat that prints to the terminal and remembers what it posted (for find_post)."""
+"""A Chat that prints to the terminal and remembers what it posted, with each post's tag (for find_post)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Callable, TextIO
 
 from studybot.time_source import Clock
 from studybot.errors import FieldError
@@ -37,7 +37,7 @@ class Posted:
     id: str
     channel_id: str
     message: Message
-    metadata: dict[str, Any] | None
+    tag: str | None  # the idempotency tag the post was made with (see ports.Chat.post)
     at: datetime
 
 
@@ -48,16 +48,16 @@ class ShellChat:
         self.posted: list[Posted] = []
         self._ids = itertools.count(1)
 
-    def _record(self, channel_id: str, message: Message, metadata: dict | None) -> str:
-        posted = Posted(f"m{next(self._ids)}", channel_id, message, metadata, self.clock.now())
+    def _record(self, channel_id: str, message: Message, tag: str | None) -> str:
+        posted = Posted(f"m{next(self._ids)}", channel_id, message, tag, self.clock.now())
         self.posted.append(posted)
         return posted.id
 
-    def post(self, channel_id: str, message: Message, *, metadata: dict | None = None) -> str:
+    def post(self, channel_id: str, message: Message, *, tag: str | None = None) -> str:
         stamp = self.clock.now().strftime("%a %d %b %Y %H:%M UTC")
         where = f"DM to {channel_id}" if channel_id.startswith("@") else f"#{channel_id}"
         self.out.write(f"\n── {where} · {stamp} ──\n{to_plain(message.text)}\n")
-        return self._record(channel_id, message, metadata)
+        return self._record(channel_id, message, tag)
 
     def dm(self, user_id: str, message: Message) -> str:
         return self.post(self.open_dm(user_id), message)
@@ -70,11 +70,9 @@ class ShellChat:
         where = f"DM to {channel_id}" if channel_id.startswith("@") else f"#{channel_id}"
         self.out.write(f"\n── {where} · {stamp} (updated) ──\n{to_plain(message.text)}\n")
 
-    def find_post(self, channel_id: str, *, since: datetime, event_type: str, key: str) -> str | None:
+    def find_post(self, channel_id: str, *, since: datetime, tag: str) -> str | None:
         for posted in self.posted:
-            meta = posted.metadata or {}
-            if (posted.channel_id == channel_id and posted.at >= since and meta.get("event_type") == event_type
-                    and str(meta.get("event_payload", {}).get("delivery_id")) == key):
+            if posted.channel_id == channel_id and posted.at >= since and posted.tag == tag:
                 return posted.id
         return None
 

@@ -123,7 +123,7 @@ class Shell:
 
     def _tick(self) -> None:
         self.services.deliveries.tick()
-        self.services.leaderboards.tick()
+        self.services.weekly_boards.tick()
         self.services.feedback.tick()
 
 

@@ -26,6 +26,28 @@ log = logging.getLogger(__name__)
 
 ADMIN_CACHE_SECONDS = 600  # how long a users.info answer (admin/owner flags) is trusted
 HISTORY_PAGES = 5  # conversations.history pages searched when reconciling a post (200 messages each)
+# A post's idempotency tag travels as Slack message metadata of this type: {"tag": "..."} as its payload.
+# Posts made before tags existed named their deliveries row as {"delivery_id": "17"}, under this type or
+# "studybot_leaderboard"; find_post still recognises those as the tag "delivery:17".
+METADATA_TYPE = "studybot_delivery"
+LEGACY_METADATA_TYPES = (METADATA_TYPE, "studybot_leaderboard")
+
+
+def tag_metadata(tag: str | None) -> dict[str, Any] | None:
+    """The message metadata that carries ``tag`` (None: no metadata)."""
+    return None if tag is None else {"event_type": METADATA_TYPE, "event_payload": {"tag": tag}}
+
+
+def tag_of(metadata: dict[str, Any] | None) -> str | None:
+    """The idempotency tag a message's metadata carries, if it is one of ours."""
+    if not metadata or metadata.get("event_type") not in LEGACY_METADATA_TYPES:
+        return None
+    payload = metadata.get("event_payload") or {}
+    if payload.get("tag") is not None:
+        return str(payload["tag"])
+    if payload.get("delivery_id") is not None:
+        return f"delivery:{payload['delivery_id']}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -119,10 +141,10 @@ class SlackChat:
         except SlackClientError as error:
             raise ChatError(f"Slack could not be reached for {method}: {type(error).__name__}") from None
 
-    def post(self, channel_id: str, message: Message, *, metadata: dict[str, Any] | None = None) -> str:
+    def post(self, channel_id: str, message: Message, *, tag: str | None = None) -> str:
         with self.pacer.slot(channel_id):
             response = self._call("chat_postMessage", channel=channel_id, text=message.text,
-                                  blocks=message.blocks or None, metadata=metadata, unfurl_links=False,
+                                  blocks=message.blocks or None, metadata=tag_metadata(tag), unfurl_links=False,
                                   unfurl_media=False)
         return response["ts"]
 
@@ -135,14 +157,13 @@ class SlackChat:
     def open_dm(self, user_id: str) -> str:
         return self._call("conversations_open", users=user_id)["channel"]["id"]
 
-    def find_post(self, channel_id: str, *, since: datetime, event_type: str, key: str) -> str | None:
+    def find_post(self, channel_id: str, *, since: datetime, tag: str) -> str | None:
         cursor = None
         for _ in range(HISTORY_PAGES):
             page = self._call("conversations_history", channel=channel_id, oldest=f"{since.timestamp():.6f}",
                               include_all_metadata=True, limit=200, cursor=cursor)
             for message in page.get("messages", []):
-                meta = message.get("metadata") or {}
-                if meta.get("event_type") == event_type and str((meta.get("event_payload") or {}).get("delivery_id")) == key:
+                if tag_of(message.get("metadata")) == tag:
                     return message["ts"]
             cursor = (page.get("response_metadata") or {}).get("next_cursor")
             if not cursor:
