@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 
@@ -333,3 +334,13 @@ def test_duplicate_curriculum_id_between_organizer_files(tmp_path: Path) -> None
     with pytest.raises(CurriculumError) as info:
         load_curricula(tmp_path)
     assert str(second) in str(info.value) and "my-course" in str(info.value)
+
+
+def test_every_scheduled_exercise_has_a_folder_and_every_folder_is_scheduled() -> None:
+    """The curriculum is the one source of which lesson has which exercise; exercises/<id>/ says how
+    it is graded. The bot cannot import the grader, so the link is checked here, by the id alone."""
+    exercises = Path(__file__).resolve().parents[1] / "exercises"
+    folders = {spec.parent.name: tomllib.loads(spec.read_text())["id"] for spec in exercises.glob("*/spec.toml")}
+    assert all(folder == spec_id for folder, spec_id in folders.items())
+    scheduled = {lesson.exercise for cid in BUILTINS for lesson in get_curriculum(cid).lessons if lesson.exercise}
+    assert scheduled == set(folders)
