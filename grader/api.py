@@ -11,7 +11,7 @@ the submission against it (grading.grade, which never looks for a reference itse
 
 Comparable conditions: a cached reference may have been measured on a quieter (or busier)
 machine. When the submission's ratio against it is extreme (too_slow, or more than
-REMEASURE_FASTER_RATIO times faster), the reference is measured again now, beside the
+REMEASURE_FASTER_RATIO times faster and REMEASURE_MIN_GAP_SECONDS faster), the reference is measured again now, beside the
 submission, with as many runs, and the submission is judged against that fresh measurement
 (reference_remeasured = true, with a note). The fresh measurement is not cached.
 """
@@ -25,7 +25,9 @@ from grader.notebook import extract_exports
 
 MEASURED_NOW_NOTE = "the reference was measured now, on this machine, before this submission"
 REMEASURE_FASTER_RATIO = 3.0  # speed_ratio (reference rank time / submission's) above which the
-                              # cached reference is measured again beside the submission
+                              # cached reference is measured again beside the submission ...
+REMEASURE_MIN_GAP_SECONDS = 0.5  # ... when the two rank times also differ by this much (s): on
+                                 # sub-second references process jitter alone makes 3x ratios
 REMEASURED_NOTE = ("the speed ratio against the cached reference was extreme ({ratio}), so the reference "
                    "was measured again now, beside this submission, and the submission judged against that")
 
@@ -61,7 +63,8 @@ def needs_fresh_reference(result: results.Result, reference: Reference) -> bool:
         return False
     if result.status == results.TOO_SLOW:
         return True
-    return result.speed_ratio is not None and result.speed_ratio > REMEASURE_FASTER_RATIO
+    return (result.speed_ratio is not None and result.speed_ratio > REMEASURE_FASTER_RATIO
+            and result.reference["rank_seconds"] - result.rank_seconds > REMEASURE_MIN_GAP_SECONDS)
 
 
 def _judge_against_fresh_reference(result: results.Result, spec, *, runs: int, data_dir: pathlib.Path,

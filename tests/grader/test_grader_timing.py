@@ -45,10 +45,12 @@ def train(x_train, y_train, *, seed, device, report=None):
     assert_next_grade_works()
 
 
-def test_forged_early_done_is_caught(notebook, grade_tiny, assert_next_grade_works):
+def test_forged_early_done_is_caught(notebook, tiny_spec, data_dir, sandbox_ready, assert_next_grade_works):
     # The learner digs the nonce out of the runner's frame and announces `done` at once, then
-    # keeps training. The runner's own `done` then arrives out of turn.
-    result = grade_tiny(notebook(TRAIN_PREFIX + f'''
+    # keeps training. The runner's own `done` then arrives out of turn (given a predict limit
+    # roomy enough, 20 x 0.2 + 1 = 5 s, that the predict limit does not stop it first).
+    roomy = grading.Reference({"accuracy": 1.0, "train_seconds": 1.0, "predict_seconds": 0.2, "rank_seconds": 1.2})
+    result = grading.grade(notebook(TRAIN_PREFIX + f'''
 import sys, time
 calls = 0
 def train(x_train, y_train, *, seed, device, report=None):
@@ -60,7 +62,7 @@ def train(x_train, y_train, *, seed, device, report=None):
     model = _train(x_train, y_train, seed=seed, device=device)
     time.sleep({CLEVER_SECONDS})
     return model
-'''))
+'''), tiny_spec, data_dir=data_dir, load_dataset=load_blobs, reference=roomy)
     assert result.status == results.CRASHED
     assert "unexpected 'done' message" in result.message
     assert_next_grade_works()
