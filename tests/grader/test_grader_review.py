@@ -165,3 +165,31 @@ def test_hidden_paths_cover_bundled_data_and_data_dirs_under_bound_paths(tmp_pat
     assert str(tmp_path) not in hidden                        # not bound at all: nothing to hide
     inside = sandbox.python_roots()[0]                        # a data dir inside a bound path is blanked
     assert str(inside.resolve()) in [str(p) for p in sandbox.paths_to_hide([inside])]
+
+
+# ---- the machine's state: never a failed grade -----------------------------------------------------
+
+def test_gpu_state_reads_nvidia_smi_and_never_fails(monkeypatch):
+    import subprocess
+    import types
+    monkeypatch.setattr(grading.os.path, "exists", lambda path: True)
+    monkeypatch.setattr(grading.shutil, "which", lambda tool: "/usr/bin/nvidia-smi")
+    answers = iter([
+        types.SimpleNamespace(stdout="NVIDIA H200, 560.35.03, 1980, 41\n", returncode=0),
+        types.SimpleNamespace(stdout="NVIDIA H200, 560.35.03, [N/A], 41\n", returncode=0),
+        types.SimpleNamespace(stdout="garbage\n", returncode=9),
+    ])
+
+    def fake_run(command, **kwargs):
+        assert kwargs["timeout"] == grading.NVIDIA_SMI_TIMEOUT_SECONDS
+        answer = next(answers, None)
+        if answer is None:
+            raise subprocess.TimeoutExpired(command, kwargs["timeout"])
+        return answer
+    monkeypatch.setattr(grading.subprocess, "run", fake_run)
+    assert grading.gpu_state(0) == {"name": "NVIDIA H200", "driver": "560.35.03", "sm_clock_mhz": 1980.0,
+                                    "temperature_c": 41.0}
+    assert grading.gpu_state(0)["sm_clock_mhz"] is None
+    assert grading.gpu_state(0) is None      # unexpected output
+    assert grading.gpu_state(0) is None      # a hung nvidia-smi
+    assert isinstance(grading.load_average(), float)
