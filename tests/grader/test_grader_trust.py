@@ -10,7 +10,6 @@ clean pass.
    grade; a pasted public test set matches nothing exactly and is flagged
 """
 
-import dataclasses
 import re
 
 import numpy as np
