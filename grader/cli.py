@@ -120,11 +120,17 @@ def print_result(result: results.Result, json_output: bool) -> None:
     print(f"{result.exercise}: {result.status.upper()}")
     print(f"  {result.message}")
     if result.runs:
+        low, high = result.rank_interval
         print(f"  accuracy {result.accuracy:.2%} ± {result.accuracy_std:.2%} over {len(result.runs)} runs; "
-              f"median train {result.train_seconds:.3f} s, predict {result.predict_seconds:.3f} s")
+              f"ranking time (train+predict, median) {result.rank_seconds:.3f} s [{low:.3f}, {high:.3f}]: "
+              f"train {result.train_seconds:.3f} s, predict {result.predict_seconds:.3f} s")
     if result.reference:
         ratio = f"; speed ratio {result.speed_ratio:.2f}" if result.speed_ratio else ""
-        print(f"  reference: {result.reference['accuracy']:.2%}, train {result.reference['train_seconds']:.3f} s{ratio}")
+        again = " (measured again now)" if result.reference_remeasured else ""
+        print(f"  reference{again}: {result.reference['accuracy']:.2%}, ranking time "
+              f"{result.reference['rank_seconds']:.3f} s (train {result.reference['train_seconds']:.3f} s){ratio}")
+    for flag in result.flags:
+        print(f"  FLAGGED for review, {flag['code']}: {flag['message']}")
     if result.hardware:
         print(f"  on {result.hardware.get('device_name')} ({result.hardware.get('device')}), "
               f"torch {result.hardware.get('torch')}")

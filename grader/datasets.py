@@ -15,6 +15,21 @@ the grader's process.
 
 Labels are int64 class indices 0..9 for all three.
 
+**What a grade sees: `load_for_grading(id, data_dir, secret)`.** The training split is the one
+above; the test split is made for that grade alone from a grader-secret number (grading.py
+draws one with `secrets` per grade), so a copy of the public test set, pasted into a notebook
+or rebuilt with the public generator, does not hold its answers:
+- digits (public, only 1,797 images): the 360 test images, perturbed by a label-preserving
+  transform drawn from the secret: a global intensity gain in 1 +/- DIGITS_GAIN_SPREAD and
+  Gaussian pixel noise of DIGITS_NOISE_STD, clipped to 0..1. Small next to the 1/16 pixel
+  levels' spread across images: the reference still scores ~99%.
+- mnist1d: MNIST1D_TEST_SIZE test signals generated afresh by the package's generator with a
+  seed drawn from the secret (the same transform parameters as the fixed set, standardized by
+  their own mean and std like the original), 100 per class; the training split stays fixed.
+- cifar10: the real test batch as is (for now).
+No grader-owned copy lives inside the sandbox, and the bundled ones are hidden from it
+(grader/sandbox.py, HIDDEN_PACKAGE_DATA).
+
 Where the files live, under the grader's `data_dir`:
 - digits: nowhere; scikit-learn ships the 1,797 images inside its wheel.
 - mnist1d: `mnist1d/mnist1d.npz`, generated offline once (about 5 s) by the package's own
@@ -51,6 +66,10 @@ DATASET_IDS = ("digits", "mnist1d", "cifar10")
 ALIASES = {"cifar10-94": "cifar10"}  # exercise ids people type at `grader datasets prepare`
 
 DIGITS_TEST_SIZE = 360      # images held out for the test split (20%; 1,437 remain to train)
+DIGITS_NOISE_STD = 0.03     # per-grade Gaussian pixel noise on the test images (pixel scale 0..1;
+                            # one grey level is 1/16 = 0.0625)
+DIGITS_GAIN_SPREAD = 0.08   # per-grade intensity gain, uniform in 1 +/- this (fraction)
+MNIST1D_TEST_SIZE = 1000    # fresh test signals per grade (as many as the paper's test split)
 DIGITS_SPLIT_SEED = 0       # fixed forever: changing it changes every digits score
 MNIST1D_FILE = "mnist1d/mnist1d.npz"
 CIFAR10_DIR = "cifar10"     # torchvision's `root`; the batches sit in its cifar-10-batches-py
@@ -92,6 +111,19 @@ def load(dataset_id: str, data_dir: Path) -> Dataset:
     return _load_cifar10(data_dir)
 
 
+def load_for_grading(dataset_id: str, data_dir: Path, *, secret: int) -> Dataset:
+    """load(), with the test split made for one grade from `secret` (see the module docstring).
+    The same secret gives the same arrays; the grader draws a fresh one per grade."""
+    dataset = load(dataset_id, data_dir)
+    dataset_id = resolve(dataset_id)
+    if dataset_id == "digits":
+        return dataclasses.replace(dataset, x_test=perturb_digits(dataset.x_test, secret))
+    if dataset_id == "mnist1d":
+        x_test, y_test = fresh_mnist1d_test(secret)
+        return dataclasses.replace(dataset, x_test=x_test, y_test=y_test)
+    return dataset
+
+
 def prepare(dataset_id: str, data_dir: Path) -> None:
     """Put a dataset's files under data_dir, once. Idempotent."""
     dataset_id = resolve(dataset_id)
@@ -124,6 +156,14 @@ def _load_digits() -> Dataset:
                    as_x(x_test), y_test.astype(np.int64), num_classes=10)
 
 
+def perturb_digits(x_test: np.ndarray, secret: int) -> np.ndarray:
+    """A label-preserving, per-grade variant of the digits test images: gain and noise."""
+    rng = np.random.default_rng(secret)
+    gain = rng.uniform(1 - DIGITS_GAIN_SPREAD, 1 + DIGITS_GAIN_SPREAD)
+    noise = rng.normal(0.0, DIGITS_NOISE_STD, size=x_test.shape)
+    return np.clip(x_test * gain + noise, 0.0, 1.0).astype(np.float32)
+
+
 # ---------------------------------------------------------------------------------------------
 # mnist1d
 
@@ -140,6 +180,24 @@ def _build_mnist1d() -> dict:
         np.random.set_state(np_state)
     return {"x_train": d["x"].astype(np.float32), "y_train": d["y"].astype(np.int64),
             "x_test": d["x_test"].astype(np.float32), "y_test": d["y_test"].astype(np.int64)}
+
+
+def fresh_mnist1d_test(secret: int) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST1D_TEST_SIZE signals from the generator with the default transform parameters and a
+    seed derived from `secret`: the same distribution as the paper's test split, other samples."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed = secret % 2**32          # make_dataset seeds numpy's global RNG with it
+    args.num_samples = MNIST1D_TEST_SIZE
+    args.train_split = 0.0              # everything goes to the test part
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        d = make_dataset(args)
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    return d["x_test"].astype(np.float32), d["y_test"].astype(np.int64)
 
 
 def _load_mnist1d(data_dir: Path) -> Dataset:

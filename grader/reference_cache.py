@@ -3,10 +3,10 @@
 A reference result (measured by grader/api.py, through exactly the same path as a submission:
 grading.grade, in the sandbox, same runs and clocks) is cached per
 
-    (hostname, device name, torch version, exercise id, exercise version)
+    (hostname, device name, torch version, exercise id, exercise version, SUMMARY_FORMAT)
 
 in $GRADER_DATA_DIR/references/<key>.json, and dropped when the reference's exported code
-changes (its sha256 is stored). This module only reads and writes that cache; it grades nothing.
+changes (its sha256 is stored) or the summary's format is older than SUMMARY_FORMAT. This module only reads and writes that cache; it grades nothing.
 """
 
 import datetime
@@ -22,11 +22,14 @@ from grader.errors import InvalidNotebook
 from grader.notebook import extract_exports
 
 REFERENCES_SUBDIR = "references"
+SUMMARY_FORMAT = 2  # bump when the summary's fields or the clock change: older entries are stale.
+                    # 2: the ranking clock (rank_seconds = train + predict from the data's reveal),
+                    #    its interval, warm-up time
 
 
 def cache_key(spec, hardware: dict) -> str:
     raw = (f"{hardware['hostname']}--{hardware['device_name']}--torch{hardware['torch']}"
-           f"--{spec.id}--v{spec.version}")
+           f"--{spec.id}--v{spec.version}--f{SUMMARY_FORMAT}")
     return re.sub(r"[^A-Za-z0-9._-]+", "-", raw)
 
 
@@ -48,28 +51,40 @@ def load(spec, *, data_dir, hardware: dict) -> dict | None:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(summary, dict) or not isinstance(summary.get("train_seconds"), (int, float)) \
-            or not isinstance(summary.get("accuracy"), (int, float)):
+    if not isinstance(summary, dict) or summary.get("format") != SUMMARY_FORMAT or any(
+            not isinstance(summary.get(key), (int, float))
+            for key in ("accuracy", "train_seconds", "predict_seconds", "rank_seconds")):
         return None
     if summary.get("code_sha256") != _reference_code_sha256(spec):
         return None  # the reference notebook changed since it was measured
     return summary
 
 
-def save(spec, *, data_dir, result: results.Result) -> dict:
-    """Store a reference result's summary atomically; return the summary."""
-    summary = {
+def summarize(spec, result: results.Result) -> dict:
+    """What a submission is compared with: the reference result's accuracy and times."""
+    low, high = result.rank_interval
+    return {
+        "format": SUMMARY_FORMAT,
         "exercise": spec.id,
         "exercise_version": spec.version,
         "accuracy": result.accuracy,
         "accuracy_std": result.accuracy_std,
         "train_seconds": result.train_seconds,
         "predict_seconds": result.predict_seconds,
+        "rank_seconds": result.rank_seconds,
+        "rank_seconds_low": low,
+        "rank_seconds_high": high,
+        "warmup_seconds": result.warmup_seconds,
         "runs": [r.as_json() for r in result.runs],
         "code_sha256": result.code_sha256,
         "hardware": result.hardware,
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def save(spec, *, data_dir, result: results.Result) -> dict:
+    """Store a reference result's summary atomically; return the summary."""
+    summary = summarize(spec, result)
     path = cache_path(data_dir, spec, result.hardware)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as f:

@@ -4,14 +4,36 @@ The JSON (Result.to_json) is the grader's only interface to the bot. Fields:
 
     exercise, status, message        status is one of STATUSES; message is a one-line hint at the fix
     accuracy, accuracy_std           mean and sample std of test accuracy over the completed runs
-    runs                             [{seed, accuracy, train_seconds, predict_seconds}]
+    runs                             per run: {seed, accuracy, train_seconds, predict_seconds,
+                                     rank_seconds, warmup_seconds, load_average, gpu}
+                                       rank_seconds = train_seconds + predict_seconds: one
+                                         continuous span, from the moment the training data is
+                                         handed to the sandbox to the predictions being written
+                                       warmup_seconds: the untimed warm-up, null without one
+                                       load_average: os.getloadavg()[0] at the run's start
+                                       gpu: {name, driver, sm_clock_mhz, temperature_c} from
+                                         nvidia-smi at the run's start, null on CPU (or unknown)
     train_seconds, predict_seconds   medians over the completed runs (grader-measured wall clock)
+    warmup_seconds                   median untimed warm-up, null without one
+    rank_seconds                     THE ranking time: median over runs of the runs' rank_seconds
+    rank_seconds_low,                a distribution-free interval for that median from order
+      rank_seconds_high                statistics (grader/intervals.py: >= 90% coverage where the
+                                       run count allows; min..max for 5 runs or fewer)
+    flags                            [{code, message}]: review flags (grader/review.py:
+                                     train_near_zero, too_good_too_fast, predict_heavy,
+                                     warmup_heavy); a flagged entry waits for an organizer
+    reference_remeasured             true when the cached reference was measured again beside
+                                     this submission (an extreme ratio) and judged against that
     total_seconds                    wall clock of grading this submission (not of a reference
                                      measured on the way; see notes)
-    reference                        {accuracy, train_seconds, predict_seconds, measured_at} or null
-    speed_ratio                      reference median train time / submission median train time
+    reference                        {accuracy, accuracy_std, train_seconds, predict_seconds,
+                                     rank_seconds, rank_seconds_low, rank_seconds_high,
+                                     warmup_seconds, measured_at, runs, code_sha256, hardware,
+                                     format} or null
+    speed_ratio                      reference rank_seconds / submission rank_seconds
     target                           the accuracy needed (from the spec)
-    hardware                         {device, device_name, torch, cuda, hostname, cpu_count}
+    hardware                         {device, device_name, torch, cuda, hostname, cpu_count,
+                                     python, load_average (at grade start), gpu (null on CPU)}
     log_tail                         the last lines of the learner's stdout+stderr
     code_sha256                      sha256 of the exported code that ran
     config                           spec (incl. version), runs, seeds, warm-up, sandbox limits
@@ -26,6 +48,8 @@ import datetime
 import json
 import math
 import statistics
+
+from grader.intervals import median_interval
 
 PASSED = "passed"
 BELOW_TARGET = "below_target"
@@ -50,10 +74,20 @@ class RunRecord:
     train_seconds: float
     predict_seconds: float
     curve: list = dataclasses.field(default_factory=list)  # report() values, in call order
+    warmup_seconds: float | None = None   # the untimed warm-up; None without one
+    load_average: float | None = None     # 1-minute load average at the run's start
+    gpu: dict | None = None               # nvidia-smi's view at the run's start; None on CPU
+
+    @property
+    def rank_seconds(self) -> float:
+        """Time to predictions: the train and predict clocks are back to back, one span."""
+        return self.train_seconds + self.predict_seconds
 
     def as_json(self) -> dict:
         return {"seed": self.seed, "accuracy": self.accuracy,
-                "train_seconds": self.train_seconds, "predict_seconds": self.predict_seconds}
+                "train_seconds": self.train_seconds, "predict_seconds": self.predict_seconds,
+                "rank_seconds": self.rank_seconds, "warmup_seconds": self.warmup_seconds,
+                "load_average": self.load_average, "gpu": self.gpu}
 
 
 def downsample(points: list, limit: int = MAX_CURVE_POINTS) -> list:
@@ -79,6 +113,8 @@ class Result:
     config: dict = dataclasses.field(default_factory=dict)
     notes: list = dataclasses.field(default_factory=list)
     plot: str | None = None
+    flags: list = dataclasses.field(default_factory=list)  # [{code, message}] from grader/review.py
+    reference_remeasured: bool = False
     graded_at: str = dataclasses.field(
         default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
@@ -105,10 +141,23 @@ class Result:
         return statistics.median(r.predict_seconds for r in self.runs) if self.runs else None
 
     @property
+    def warmup_seconds(self) -> float | None:
+        warmups = [r.warmup_seconds for r in self.runs if r.warmup_seconds is not None]
+        return statistics.median(warmups) if warmups else None
+
+    @property
+    def rank_seconds(self) -> float | None:
+        return statistics.median(r.rank_seconds for r in self.runs) if self.runs else None
+
+    @property
+    def rank_interval(self) -> tuple[float, float] | tuple[None, None]:
+        return median_interval([r.rank_seconds for r in self.runs]) if self.runs else (None, None)
+
+    @property
     def speed_ratio(self) -> float | None:
-        if not self.reference or not self.train_seconds:
+        if not self.reference or not self.rank_seconds or not self.reference.get("rank_seconds"):
             return None
-        return self.reference["train_seconds"] / self.train_seconds
+        return self.reference["rank_seconds"] / self.rank_seconds
 
     def as_dict(self) -> dict:
         return _finite({
@@ -121,6 +170,12 @@ class Result:
             "runs": [r.as_json() for r in self.runs],
             "train_seconds": self.train_seconds,
             "predict_seconds": self.predict_seconds,
+            "warmup_seconds": self.warmup_seconds,
+            "rank_seconds": self.rank_seconds,
+            "rank_seconds_low": self.rank_interval[0],
+            "rank_seconds_high": self.rank_interval[1],
+            "flags": self.flags,
+            "reference_remeasured": self.reference_remeasured,
             "total_seconds": self.total_seconds,
             "reference": self.reference,
             "speed_ratio": self.speed_ratio,

@@ -8,13 +8,18 @@ process drives it over two pipes with JSON lines and holds the clock:
                                          hello {torch, device_name}      after torch + CUDA init
     load                                 loaded | invalid {message}      exported code exec'd, contract checked
     warmup {seed}                        warm                            untimed train+predict on noise
-    train {seed}                         ready                           x_train, y_train on the device
-    go {nonce}          <- clock starts  done {nonce}   <- clock stops   train() + device synchronize
+    train {seed, nonce}                  done {nonce}   <- clock stops   x_train, y_train to the device,
+                                                                         seeding, train(), synchronize
     predict {nonce}     <- clock starts  done {nonce}   <- clock stops   x_test to the device, predict(),
                                                                          synchronize, write predictions.npy
     exit                                 (process exits)
     any time:                            report {values}                 the learner's report(...) calls
     on failure:                          error {phase, type, message} | oom {phase, message} | bad_output {message}
+
+The train clock starts in the grader before x_train and y_train even appear in the data
+directory, so everything from the data's arrival on (loading, the seeding calls, which learner
+code may have patched, threads waiting for the files) is on the clock; predict's clock starts
+when train's stops, so train + predict is one continuous span.
 
 The device synchronize used to stop the clock is captured before any learner code is imported,
 so monkeypatching torch.cuda.synchronize (or time, or torch.cuda.Event) changes nothing: the
@@ -114,7 +119,8 @@ def main(argv=None) -> None:
     import torch
 
     # Everything the runner calls while data is loaded, captured before learner code exists:
-    # patching numpy or torch from the exported cells cannot slow or fake the loading step.
+    # patching numpy or torch from the exported cells cannot fake the loading step (and what
+    # it slows down is on the clock anyway).
     load_npy, from_numpy, tensor_to = np.load, torch.from_numpy, torch.Tensor.to
     device = args.device
     if device == "cuda":
@@ -225,12 +231,10 @@ def main(argv=None) -> None:
             channel.send("warm")
 
         elif kind == "train":
-            x, y = load_arrays("x_train", "y_train")
-            seed_everything(command["seed"])
-            channel.send("ready")
-            go = channel.receive()
-            nonce = go["nonce"]
+            nonce = command["nonce"]
             try:
+                x, y = load_arrays("x_train", "y_train")
+                seed_everything(command["seed"])
                 model = train(x, y, seed=command["seed"], device=device, report=report)
                 synchronize()
             except BaseException as e:

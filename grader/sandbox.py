@@ -9,6 +9,8 @@ What the learner's code sees (one fresh sandbox per timed run):
     /sandbox/data                            x_train, y_train, x_test as .npy, read-only; never labels of the test set
     /sandbox/out/predictions.npy             the one writable host file, capped by RLIMIT_FSIZE
     /scratch (= /tmp = $HOME = cwd)          private tmpfs with a size cap, gone when the run ends
+    HIDDEN_PACKAGE_DATA                      bundled copies of exercise data (scikit-learn's datasets,
+                                             the mnist1d generator): an empty read-only directory
     / itself                                 read-only (bwrap's root tmpfs has no size cap)
     /proc, a minimal read-only /dev          with a size-capped /dev/shm; for CUDA, read-only /sys and
                                              only the assigned GPU's device nodes
@@ -32,6 +34,8 @@ namespace take every descendant with it, including double-forked, setsid'd escap
 
 import collections
 import dataclasses
+import functools
+import importlib.util
 import json
 import os
 import pathlib
@@ -72,6 +76,19 @@ ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/a
 GPU_CONTROL_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
 GRADER_PACKAGE = pathlib.Path(__file__).resolve().parent
 
+# Bundled copies of exercise data, hidden from learner code: the sandbox binds an empty read-only
+# directory over each (package, folder inside it; "" = the whole package), so an answer key is
+# never one import away. THE one list of hidden data: a new exercise whose data ships inside an
+# installed package adds it here (next: fastai's and pandas' sample data, Titanic and the like).
+# The host's dataset caches (GRADER_DATA_DIR, ~/.cache, ~/scikit_learn_data) are never bound at
+# all; a data directory that lies under a bound path is blanked too (extra_hidden_paths).
+HIDDEN_PACKAGE_DATA = (
+    ("sklearn", "datasets/data"),    # digits.csv.gz with every label (digits' test set), iris, ...
+    ("sklearn", "datasets/descr"),   # the data sets' descriptions
+    ("sklearn", "datasets/images"),  # sample images
+    ("mnist1d", ""),                 # its generator rebuilds the published test split exactly
+)
+
 # Paths inside the sandbox
 IN_GRADER = "/sandbox/grader"
 IN_CODE = "/sandbox/code"
@@ -98,13 +115,15 @@ class JobPaths:
     def out_file(self): return self.root / "out" / "predictions.npy"
     @property
     def stage(self): return self.root / "stage"
+    @property
+    def empty(self): return self.root / "empty"  # bound read-only over hidden paths
 
     def create(self, code: str, owner_uid: int | None = None) -> None:
         """Lay out the job directory so the sandbox user can read code and data and write only
         the predictions file (chowned to owner_uid when the grader is root)."""
         self.root.mkdir(mode=0o711, parents=True, exist_ok=False)
         os.chmod(self.root, 0o711)  # traversable by the sandbox uid, not listable
-        for d in (self.code, self.data, self.out_file.parent, self.stage):
+        for d in (self.code, self.data, self.out_file.parent, self.stage, self.empty):
             d.mkdir(mode=0o755)
             os.chmod(d, 0o755)
         (self.code / "solution.py").write_text(code, encoding="utf-8")
@@ -191,6 +210,34 @@ def _sandbox_user_can_read(path: pathlib.Path, uid: int) -> bool:
     return allowed(st, 5 if stat.S_ISDIR(st.st_mode) else 4)
 
 
+@functools.lru_cache(maxsize=None)
+def hidden_package_paths() -> tuple[pathlib.Path, ...]:
+    """The installed directories of HIDDEN_PACKAGE_DATA (located without importing anything)."""
+    found = []
+    for package, folder in HIDDEN_PACKAGE_DATA:
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for location in spec.submodule_search_locations:
+            path = pathlib.Path(location) / folder
+            if path.is_dir() and path not in found:
+                found.append(path.resolve())
+    return tuple(found)
+
+
+def paths_to_hide(extra=()) -> list[pathlib.Path]:
+    """Hidden directories that the sandbox would otherwise see (those under a bound root)."""
+    bound = [pathlib.Path(d) for d in SYSTEM_DIRS] + python_roots() + [GRADER_PACKAGE]
+    hidden = []
+    for path in list(hidden_package_paths()) + [pathlib.Path(p).resolve() for p in extra]:
+        if path.is_dir() and any(path.is_relative_to(root) for root in bound) and path not in hidden:
+            hidden.append(path)
+    return hidden
+
+
 def python_roots() -> list[pathlib.Path]:
     """Directories that hold the interpreter, its stdlib and the venv's site-packages."""
     roots = []
@@ -205,8 +252,9 @@ class Sandbox:
     """One bwrap'd runner process and its three pipes (commands, events, merged output)."""
 
     def __init__(self, job: JobPaths, *, device: str, memory_limit_mb: int, uid: int | None,
-                 prime: bool = False, unsafe_no_sandbox: bool = False):
+                 prime: bool = False, unsafe_no_sandbox: bool = False, extra_hidden_paths=()):
         self.job = job
+        self.extra_hidden_paths = tuple(extra_hidden_paths)
         self.uid = uid  # from draw_sandbox_uid(); the job's predictions file must belong to it
         self.prime = prime
         self.device = device
@@ -291,6 +339,9 @@ class Sandbox:
         for root in python_roots():
             if not any(root.is_relative_to(d) for d in SYSTEM_DIRS):
                 args += ["--ro-bind", source(root), str(root)]
+        # Bundled data sets and any data directory under a bound path: an empty read-only folder
+        for path in paths_to_hide(self.extra_hidden_paths):
+            args += ["--ro-bind", source(self.job.empty), str(path)]
         args += ["--ro-bind", source(GRADER_PACKAGE), IN_GRADER,
                  "--ro-bind", source(self.job.code), IN_CODE,
                  "--ro-bind", source(self.job.data), IN_DATA,

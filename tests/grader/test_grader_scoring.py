@@ -74,7 +74,8 @@ def make_result(status="passed", curve=True):
                               curve=[{"epoch": e, "loss": 1 / (e + 1)} for e in range(500)] if curve else [])
             for s, a, t in [(1, 0.95, 2.0), (2, 0.97, 1.0), (3, 0.96, 3.0)]]
     return results.Result(exercise="tiny", status=status, message="m", target=0.94, runs=runs,
-                          reference={"accuracy": 0.955, "train_seconds": 4.0},
+                          reference={"accuracy": 0.955, "train_seconds": 3.99, "predict_seconds": 0.01,
+                                     "rank_seconds": 4.0},
                           hardware={"device": "cpu", "device_name": "CPU", "torch": "2.x"})
 
 
@@ -82,20 +83,23 @@ def test_result_json_has_the_agreed_fields():
     data = json.loads(make_result().to_json())
     for key in ("exercise", "status", "message", "accuracy", "accuracy_std", "runs", "train_seconds",
                 "total_seconds", "reference", "speed_ratio", "target", "hardware", "log_tail", "code_sha256",
-                "config", "plot"):
+                "config", "plot", "rank_seconds", "rank_seconds_low", "rank_seconds_high", "flags",
+                "reference_remeasured"):
         assert key in data, key
     assert data["accuracy"] == pytest.approx(0.96)
     assert data["accuracy_std"] == pytest.approx(0.01)
     assert data["train_seconds"] == 2.0          # median
-    assert data["speed_ratio"] == pytest.approx(2.0)  # reference 4 s / median 2 s
-    assert set(data["runs"][0]) == {"seed", "accuracy", "train_seconds", "predict_seconds"}
+    assert data["rank_seconds"] == pytest.approx(2.01)  # median of train + predict per run
+    assert data["speed_ratio"] == pytest.approx(4.0 / 2.01)  # reference rank 4 s / median rank 2.01 s
+    assert set(data["runs"][0]) == {"seed", "accuracy", "train_seconds", "predict_seconds", "rank_seconds",
+                                    "warmup_seconds", "load_average", "gpu"}
     assert len(data["learning_curves"][0]) == results.MAX_CURVE_POINTS
     assert data["learning_curves"][0][-1]["epoch"] == 499
 
 
 def test_json_never_contains_nan():
     result = make_result()
-    result.reference = {"accuracy": float("nan"), "train_seconds": 4.0}
+    result.reference = {"accuracy": float("nan"), "train_seconds": 4.0, "rank_seconds": 4.0}
     assert "NaN" not in result.to_json()
 
 
@@ -114,11 +118,11 @@ def test_plot_is_a_png(tmp_path, curve):
 def test_judge_boundaries(tiny_spec):
     spec = dataclasses.replace(tiny_spec, too_slow_factor=10.0)
     result = make_result()
-    result.reference = {"accuracy": 0.96, "train_seconds": 0.09}
-    grading.judge(spec, result)  # median 2.0 s > 10 x 0.09 s + 1 s grace
+    result.reference = {"accuracy": 0.96, "rank_seconds": 0.09}
+    grading.judge(spec, result)  # median rank 2.01 s > 10 x 0.09 s + 1 s grace
     assert result.status == results.TOO_SLOW and "over the 1.90 s allowed" in result.message
-    result.reference = {"accuracy": 0.96, "train_seconds": 0.1}
-    grading.judge(spec, result)  # 2.0 s is not over 10 x 0.1 + 1 = 2.0 s
+    result.reference = {"accuracy": 0.96, "rank_seconds": 0.101}
+    grading.judge(spec, result)  # 2.01 s is not over 10 x 0.101 + 1 = 2.01 s
     assert result.status == results.PASSED and "0.05x the reference's speed" in result.message
     for run in result.runs:
         run.accuracy = 0.5

@@ -3,6 +3,8 @@ shorten the measured training time."""
 
 import dataclasses
 
+import pytest
+
 from grader import grading, results
 from tests.grader.grader_support import load_blobs, reference_source
 
@@ -43,10 +45,12 @@ def train(x_train, y_train, *, seed, device, report=None):
     assert_next_grade_works()
 
 
-def test_forged_early_done_is_caught(notebook, grade_tiny, assert_next_grade_works):
+def test_forged_early_done_is_caught(notebook, tiny_spec, data_dir, sandbox_ready, assert_next_grade_works):
     # The learner digs the nonce out of the runner's frame and announces `done` at once, then
-    # keeps training. The runner's own `done` then arrives out of turn.
-    result = grade_tiny(notebook(TRAIN_PREFIX + f'''
+    # keeps training. The runner's own `done` then arrives out of turn (given a predict limit
+    # roomy enough, 20 x 0.2 + 1 = 5 s, that the predict limit does not stop it first).
+    roomy = grading.Reference({"accuracy": 1.0, "train_seconds": 1.0, "predict_seconds": 0.2, "rank_seconds": 1.2})
+    result = grading.grade(notebook(TRAIN_PREFIX + f'''
 import sys, time
 calls = 0
 def train(x_train, y_train, *, seed, device, report=None):
@@ -58,17 +62,17 @@ def train(x_train, y_train, *, seed, device, report=None):
     model = _train(x_train, y_train, seed=seed, device=device)
     time.sleep({CLEVER_SECONDS})
     return model
-'''))
+'''), tiny_spec, data_dir=data_dir, load_dataset=load_blobs, reference=roomy)
     assert result.status == results.CRASHED
     assert "unexpected 'done' message" in result.message
     assert_next_grade_works()
 
 
-def test_forged_done_that_hides_its_tracks_lands_on_the_predict_clock(notebook, grade_tiny):
+def test_forged_done_that_hides_its_tracks_lands_on_the_predict_clock(notebook, tiny_spec, data_dir, sandbox_ready):
     # A cleverer forgery also swallows the runner's real `done`. The hidden training then runs
     # while the grader's predict clock is already ticking: the timeline has no gap, and the
-    # predict budget caps how much work can hide there.
-    result = grade_tiny(notebook(TRAIN_PREFIX + f'''
+    # predict limit (20x the reference's predict + 1 s) caps how much work can hide there.
+    path = notebook(TRAIN_PREFIX + f'''
 import sys, time
 calls = 0
 def train(x_train, y_train, *, seed, device, report=None):
@@ -86,12 +90,20 @@ def train(x_train, y_train, *, seed, device, report=None):
             real_send(event, **fields)
         channel.send = send
     model = _train(x_train, y_train, seed=seed, device=device)
-    time.sleep({CLEVER_SECONDS})
+    time.sleep(SLEEP)
     return model
-'''))
+'''.replace("SLEEP", str(CLEVER_SECONDS)))
+    # predict limit 20 x 0.01 + 1 = 1.2 s: CLEVER_SECONDS of hidden work is stopped there
+    fixed = grading.Reference({"accuracy": 1.0, "train_seconds": 1.0, "predict_seconds": 0.01, "rank_seconds": 1.01})
+    result = grading.grade(path, tiny_spec, data_dir=data_dir, load_dataset=load_blobs, reference=fixed)
+    assert result.status == results.TIMEOUT, result.message
+    assert "the reference's predict time" in result.message
+    # with a roomier limit (a slower reference predict) it passes, and the ranking time holds it
+    roomy = grading.Reference({"accuracy": 1.0, "train_seconds": 1.0, "predict_seconds": 0.2, "rank_seconds": 1.2})
+    result = grading.grade(path, tiny_spec, data_dir=data_dir, load_dataset=load_blobs, reference=roomy)
     assert result.status == results.PASSED, result.message
     run = result.runs[0]
-    assert run.train_seconds < CLEVER_SECONDS <= run.train_seconds + run.predict_seconds
+    assert run.train_seconds < CLEVER_SECONDS <= run.rank_seconds == result.rank_seconds
     assert run.predict_seconds >= CLEVER_SECONDS
 
 
@@ -122,13 +134,19 @@ def test_several_runs_seeds_mean_and_median(grade_tiny):
     assert len(set(seeds)) == 3 and result.config["seeds"] == seeds
     times = sorted(r.train_seconds for r in result.runs)
     assert result.train_seconds == times[1]
+    ranks = sorted(r.train_seconds + r.predict_seconds for r in result.runs)
+    assert result.rank_seconds == pytest.approx(ranks[1])
+    assert result.rank_interval == pytest.approx((ranks[0], ranks[2]))  # 3 runs: min..max
+    assert all(r.load_average is not None and r.warmup_seconds > 0 and r.gpu is None for r in result.runs)
+    assert result.hardware["load_average"] is not None and result.hardware["gpu"] is None
     assert result.accuracy == sum(r.accuracy for r in result.runs) / 3
     assert len(result.as_dict()["learning_curves"]) == 3
 
 
 def test_too_slow_against_the_reference(notebook, tiny_spec, data_dir, sandbox_ready):
     strict = dataclasses.replace(tiny_spec, too_slow_factor=2.0)
-    reference = grading.Reference({"accuracy": 1.0, "train_seconds": 0.1})  # fixed: a busy machine cannot flip this
+    reference = grading.Reference({"accuracy": 1.0, "train_seconds": 0.1, "rank_seconds": 0.1})  # fixed: a busy
+    # machine cannot flip this
     result = grading.grade(notebook(TRAIN_PREFIX + f'''
 import time
 def train(x_train, y_train, *, seed, device, report=None):
@@ -137,6 +155,7 @@ def train(x_train, y_train, *, seed, device, report=None):
     return model
 '''), strict, data_dir=data_dir, load_dataset=load_blobs, reference=reference)
     assert result.status == results.TOO_SLOW, result.message
+    assert "train()+predict() took" in result.message
     assert "over the 1.20 s allowed (2x the reference's 0.10 s + 1 s)" in result.message
     assert result.speed_ratio < 0.1
 
@@ -157,7 +176,7 @@ def train(x_train, y_train, *, seed, device, report=None):
     print("dynamo already imported:", "torch._dynamo" in sys.modules)
     return _train(x_train, y_train, seed=seed, device=device)
 '''), no_warmup, data_dir=data_dir, load_dataset=load_blobs,
-    reference=grading.Reference({"accuracy": 1.0, "train_seconds": 1.0}))
+    reference=grading.Reference({"accuracy": 1.0, "train_seconds": 1.0, "rank_seconds": 1.0}))
     assert result.status == results.PASSED, result.message
     assert "dynamo already imported: True" in result.log_tail
     assert result.config["warmup"] is False
