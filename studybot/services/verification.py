@@ -9,7 +9,8 @@ against the quota (the quota counts the learner's own lane), is never on a board
 
 The original's ``verification`` moves: None -> pending (``request``) -> verified | disagreed
 (``settle``), each step a conditional UPDATE so two callers at once (the clock process, the shell) act
-once. The re-run agrees when it passed, raised no flags, and its interval overlaps the original's.
+once. The re-run agrees when it passed, raised no flags (unless an organizer approved the original, flags and
+all), and its interval overlaps the original's.
 Anything else (below target, a crash, an interval beyond the original's noise) is a disagreement: the
 original is flagged for review with the re-run's evidence in review_note, and no record is posted.
 A re-run that dies of infrastructure sends the original back to unverified, so it may be asked again,
@@ -127,7 +128,7 @@ def judge(original: Submission, rerun: Submission) -> tuple[str, str | None]:
                 + (f", accuracy {100 * original.accuracy:.2f}%" if original.accuracy is not None else ""))
     if rerun.status != "passed":
         return DISAGREED, evidence + " (the re-run did not pass)"
-    if rerun.review_state == "flagged":
+    if rerun.review_state == "flagged" and original.review_state != "approved":  # an organizer accepted those
         return DISAGREED, evidence + f" (the re-run was flagged: {rerun.review_note})"
     if not overlaps(first, again):
         return DISAGREED, evidence + " (the intervals do not overlap: the times differ beyond noise)"
