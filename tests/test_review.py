@@ -363,3 +363,15 @@ def test_review_input_is_checked_and_help_lists_it(bot):
     helped = bot.say("/study help", as_user="carol")
     assert "/study review [EXERCISE] [NAME]" in helped and "/study approve SUBMISSION_ID" in helped
     assert "/study review" not in bot.say("/study help", as_user="ada")
+
+
+@pytest.mark.parametrize("again, outcome", [(3.5, "verified"), (1.6, "verified"), (4.6, "disagreed"),
+                                            (1.4, "disagreed")])
+def test_results_without_an_interval_are_verified_within_a_relative_tolerance(again, outcome):
+    """Older graders give no interval ([x, x]); two such medians never overlap by chance, so a re-run agrees
+    within NO_INTERVAL_TOLERANCE (50%) of the original's median."""
+    from studybot.services.verification import judge
+
+    original = Submission(id=1, status="passed", rank_seconds=3.0, accuracy=0.98)
+    rerun = Submission(id=2, status="passed", rank_seconds=again, accuracy=0.98)
+    assert judge(original, rerun)[0] == outcome

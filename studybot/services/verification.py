@@ -10,7 +10,7 @@ against the quota (the quota counts the learner's own lane), is never on a board
 The original's ``verification`` moves: None -> pending (``request``) -> verified | disagreed
 (``settle``), each step a conditional UPDATE so two callers at once (the clock process, the shell) act
 once. The re-run agrees when it passed, raised no flags (unless an organizer approved the original, flags and
-all), and its interval overlaps the original's.
+all), and its interval overlaps the original's (within NO_INTERVAL_TOLERANCE when either has no interval).
 Anything else (below target, a crash, an interval beyond the original's noise) is a disagreement: the
 original is flagged for review with the re-run's evidence in review_note, and no record is posted.
 A re-run that dies of infrastructure sends the original back to unverified, so it may be asked again,
@@ -30,7 +30,7 @@ from studybot.db.engine import Database
 from studybot.db.models import GradingJob, Submission
 from studybot.queue import JobQueue
 from studybot.services.leaderboards import interval_of
-from studybot.services.ranking_statistics import overlaps
+from studybot.services.ranking_statistics import Interval, overlaps
 from studybot.time_source import Clock
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,10 @@ VERIFY_LANE = "verify"
 PENDING, VERIFIED, DISAGREED = "pending", "verified", "disagreed"
 INFRA_STATUSES = ("infra_error", "dead")  # the machine's fault, not the notebook's
 MAX_INFRA_RERUNS = 2  # re-runs lost to infrastructure before an entry stays unverified
+# Results from graders that give no interval ([x, x]: old rows, older graders) cannot overlap by chance;
+# for them a re-run agrees when its median is within this fraction of the original's (digits medians move
+# about 20% run to run on a loaded machine, so only a gross difference disagrees).
+NO_INTERVAL_TOLERANCE = 0.5
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,9 @@ def judge(original: Submission, rerun: Submission) -> tuple[str, str | None]:
         return DISAGREED, evidence + " (the re-run did not pass)"
     if rerun.review_state == "flagged" and original.review_state != "approved":  # an organizer accepted those
         return DISAGREED, evidence + f" (the re-run was flagged: {rerun.review_note})"
+    if first.low == first.high or again.low == again.high:  # no interval to compare: a relative tolerance
+        widen = NO_INTERVAL_TOLERANCE * first.median
+        first = Interval(first.median, min(first.low, first.median - widen), max(first.high, first.median + widen))
     if not overlaps(first, again):
         return DISAGREED, evidence + " (the intervals do not overlap: the times differ beyond noise)"
     return VERIFIED, evidence
