@@ -53,7 +53,7 @@ class Worker:
     stopped (or, with once/drain, until the queue is empty). noop: finish jobs without grading
     them (benchmarks and tests of the queue itself)."""
 
-    def __init__(self, queue, *, worker_id: str, lanes=("ranked",), poll: float = DEFAULT_POLL_SECONDS,
+    def __init__(self, queue, *, worker_id: str, lanes=("ranked", "verify"), poll: float = DEFAULT_POLL_SECONDS,
                  exercises_dir=None, data_dir=None, unsafe: bool = False, noop: bool = False,
                  once: bool = False, drain: bool = False, stop_grace: float = DEFAULT_STOP_GRACE_SECONDS,
                  load_dataset=None, noop_result: dict | None = None):
