@@ -360,7 +360,7 @@ class Cohorts:
 
     def require_can_create(self, user_id: str) -> None:
         """PermissionDenied unless the user may create cohorts (checked before a form is even opened)."""
-        self._require_organizer(user_id, None, "create cohorts")
+        self.require_organizer(user_id, None, "create cohorts")
 
 
 def _parse_hhmm(value: str) -> time:
