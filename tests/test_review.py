@@ -49,8 +49,10 @@ def records(chat) -> list[str]:
 
 
 def dm_text(bot, submission_id) -> str:
-    feedback = bot.services.feedback
-    return feedback.message(bot.services.submissions.get(submission_id), None).text
+    """The result DM's text; its Block Kit is checked on the way (both say the same)."""
+    message = bot.services.feedback.message(bot.services.submissions.get(submission_id), None)
+    check_blocks(message.blocks)
+    return message.text + "\n" + json.dumps(message.blocks, ensure_ascii=False)
 
 
 def rerun_jobs(db) -> list[tuple[int, str | None]]:
