@@ -119,6 +119,9 @@ def test_a_flagged_result_stays_off_the_board_and_posts_no_record_until_approved
 
     said = bot.say(f"/study approve {flagged}", as_user="carol")
     assert f"Approved submission #{flagged}" in said and "on the board now" in said and "re-run" in said
+    told = [p.message.text for p in bot.chat.posted if p.channel_id == "@ada" and "approved" in p.message.text]
+    assert told == [f"Your digits submission #{flagged} was reviewed and approved by an organizer: "
+                    "it is on the leaderboard now."]
     assert board_lines(bot.say("/study leaderboard digits", as_user="cy"))[0].startswith("1. @ada · 0.20 s")
     assert len(records(bot.chat)) == 1  # the record waits for its re-run
     assert rerun_verifications(db, bot.clock) != []
@@ -347,8 +350,9 @@ def test_every_review_template_renders_valid_block_kit(bot):
                               note="verification re-run #9: below_target"),
         "approved": review.approve("carol", flagged),
     }
+    contexts["approved_to_learner"] = {**contexts["approved"], "to_learner": True}
     for kind, context in contexts.items():
-        message = render(kind, **context)
+        message = render(kind.removesuffix("_to_learner"), **context)
         assert message.text, kind
         check_blocks(message.blocks)
     assert "Nothing is waiting for review" in render("review_list", **review.flagged("carol")).text

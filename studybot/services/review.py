@@ -24,7 +24,8 @@ from sqlalchemy import select
 
 from studybot.db.engine import Database
 from studybot.db.models import Cohort, Notebook, Submission
-from studybot.errors import Conflict, FieldError, PermissionDenied
+from studybot.errors import ChatError, Conflict, FieldError, PermissionDenied
+from studybot.messages import render
 from studybot.ports import Chat
 from studybot.services.cohorts import Cohorts
 from studybot.services.feedback import Feedback
@@ -174,4 +175,8 @@ class Review:
             info = {"id": number, "user_id": submission.user_id, "exercise": submission.exercise_id,
                     "cohort_name": cohort.name if cohort else None, "on_board": on_board}
         info["record"] = self.feedback.consider_record(number)  # 'posted', 'verifying' or None
-        return info
+        try:
+            self.chat.dm(info["user_id"], render("approved", **info, to_learner=True))
+        except ChatError:
+            log.warning("could not tell %s that submission %s was approved", info["user_id"], number)
+        return {**info, "to_learner": False}
