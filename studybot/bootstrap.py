@@ -20,7 +20,9 @@ from studybot.services.leaderboards import Leaderboards
 from studybot.services.moderation import Moderation
 from studybot.services.posting import ExactlyOncePoster
 from studybot.services.processed_events import ProcessedEvents
+from studybot.services.review import Review
 from studybot.services.submissions import Submissions
+from studybot.services.verification import Verification
 from studybot.services.weekly_boards import WeeklyBoards
 
 
@@ -35,6 +37,8 @@ class Services:
     leaderboards: Leaderboards
     weekly_boards: WeeklyBoards
     moderation: Moderation
+    review: Review
+    verification: Verification
     exports: Exports
     queue: JobQueue
     submissions: Submissions
@@ -51,16 +55,20 @@ def build_services(settings: Settings, db: Database, chat: Chat, clock: Clock) -
     deliveries = Deliveries(db, chat, clock, cohorts, poster, late_grace=settings.late_grace,
                             curricula_dir=settings.curricula_dir)
     leaderboards = Leaderboards(db, cohorts, curricula_dir=settings.curricula_dir)
-    weekly_boards = WeeklyBoards(db, clock, cohorts, leaderboards, poster, late_grace=settings.late_grace)
     queue = JobQueue(db, clock)
+    verification = Verification(db, clock, queue)
+    weekly_boards = WeeklyBoards(db, clock, cohorts, leaderboards, poster, late_grace=settings.late_grace,
+                                 verification=verification)
     submissions = Submissions(db, clock, queue, daily_quota=settings.daily_quota, curricula_dir=settings.curricula_dir)
     moderation = Moderation(db, chat, clock, cohorts, leaderboards, submissions)
     exports = Exports(db, chat, clock, cohorts, leaderboards)
-    feedback = Feedback(db, chat, clock, submissions, leaderboards, poster)
+    feedback = Feedback(db, chat, clock, submissions, leaderboards, poster, verification)
+    review = Review(db, chat, clock, cohorts, leaderboards, moderation, feedback)
     commands = CommandHandler(cohorts, submissions=submissions, leaderboards=leaderboards,
-                              weekly_boards=weekly_boards, moderation=moderation, exports=exports)
+                              weekly_boards=weekly_boards, moderation=moderation, exports=exports, review=review)
     return Services(db=db, chat=chat, clock=clock, cohorts=cohorts, poster=poster, deliveries=deliveries,
-                    leaderboards=leaderboards, weekly_boards=weekly_boards, moderation=moderation, exports=exports,
+                    leaderboards=leaderboards, weekly_boards=weekly_boards, moderation=moderation, review=review,
+                    verification=verification, exports=exports,
                     queue=queue, submissions=submissions, feedback=feedback,
                     commands=commands, reply_cache=ReplyCache(db, commands),
                     intake=Intake(chat, submissions, feedback), processed_events=ProcessedEvents(db, clock))

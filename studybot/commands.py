@@ -44,8 +44,10 @@ USAGE = {
                    "or /study leaderboard optout|anonymous|named [COHORT]",
     "export": "/study export EXERCISE [COHORT]",
     "disqualify": '/study disqualify SUBMISSION_ID --reason "..."',
+    "review": "/study review [EXERCISE] [COHORT], or /study review SUBMISSION_ID",
+    "approve": "/study approve SUBMISSION_ID",
 }
-LEADERBOARD_VERBS = frozenset({"leaderboard", "export", "disqualify", "requalify", "regrade"})
+LEADERBOARD_VERBS = frozenset({"leaderboard", "export", "disqualify", "requalify", "regrade", "review", "approve"})
 
 
 def parse(tokens: list[str], allowed: set[str]) -> Parsed:
@@ -85,7 +87,8 @@ READ_ONLY_VERBS = frozenset({"lesson", "schedule", "status", "join", "leave"})
 
 class CommandHandler:
     def __init__(self, cohorts: Cohorts, submissions=None, leaderboards=None, weekly_boards=None, moderation=None,
-                 exports=None) -> None:
+                 exports=None, review=None) -> None:
+        self.review = review  # services.review.Review
         self.cohorts = cohorts
         self.leaderboards = leaderboards  # services.leaderboards.Leaderboards
         self.weekly_boards = weekly_boards  # services.weekly_boards.WeeklyBoards
@@ -188,7 +191,7 @@ class CommandHandler:
 
     def _leaderboard(self, verb: str, tokens: list[str], user_id: str) -> Reply:
         """leaderboard (services/leaderboards.py), export (services/exports.py), disqualify, requalify and
-        regrade (services/moderation.py)."""
+        regrade (services/moderation.py), review and approve (services/review.py)."""
         from studybot.services.exports import CSV_COLUMNS
         from studybot.services.leaderboards import MODES
 
@@ -215,9 +218,22 @@ class CommandHandler:
                 raise FieldError("submission", f"Name one submission: `{USAGE['disqualify']}`.")
             info = self.moderation.disqualify(user_id, args.positional[0], args.one("reason") or "")
             return Reply("disqualified", {"info": info, "action": "disqualified", "to_learner": False})
+        if verb == "review":
+            args = parse(tokens, set())
+            if len(args.positional) > 2:
+                raise FieldError("exercise", f"Too many words. Usage: `{USAGE['review']}`.")
+            first = args.positional[0] if args.positional else None
+            if first is not None and first.lstrip("#").isdigit():
+                if len(args.positional) != 1:
+                    raise FieldError("submission", f"Name one submission: `{USAGE['review']}`.")
+                return Reply("review_evidence", {"evidence": self.review.evidence(user_id, first)})
+            return Reply("review_list", self.review.flagged(
+                user_id, first, args.positional[1] if len(args.positional) > 1 else None))
         args = parse(tokens, set())
         if len(args.positional) != 1:
             raise FieldError("submission", f"Name one submission: `/study {verb} SUBMISSION_ID`.")
+        if verb == "approve":
+            return Reply("approved", self.review.approve(user_id, args.positional[0]))
         if verb == "requalify":
             info = self.moderation.requalify(user_id, args.positional[0])
             return Reply("disqualified", {"info": info, "action": "requalified", "to_learner": False})

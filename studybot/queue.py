@@ -60,6 +60,10 @@ JOB_STATUSES = (QUEUED, RUNNING, DONE, DEAD)
 DEFAULT_LEASE = timedelta(seconds=120)
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_SWEEP_INTERVAL = timedelta(seconds=5)  # how often a claim also buries lost jobs (see claim)
+# A verification re-run carries avoid_worker (the worker that graded the original): that worker passes
+# the job over for this long after it was queued, so another worker, if any is alive, takes it first.
+# After the grace anyone may take it, so a lone worker still verifies (late, never never).
+VERIFY_AVOID_GRACE = timedelta(seconds=120)
 MAX_ERROR_CHARS = 2000
 
 
@@ -99,7 +103,8 @@ class JobQueue:
 
     def __init__(self, db: Database, clock: Clock | None = None, lease: timedelta = DEFAULT_LEASE,
                  backoff: Callable[[int], timedelta] | None = None,
-                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, sweep_interval: timedelta = DEFAULT_SWEEP_INTERVAL) -> None:
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, sweep_interval: timedelta = DEFAULT_SWEEP_INTERVAL,
+                 avoid_grace: timedelta = VERIFY_AVOID_GRACE) -> None:
         if lease <= timedelta(0):
             raise ValueError("the lease must be positive")
         self.db = db
@@ -108,11 +113,12 @@ class JobQueue:
         self.backoff = backoff or exponential_backoff()
         self.max_attempts = max_attempts
         self.sweep_interval = sweep_interval
+        self.avoid_grace = avoid_grace
         self._last_sweep: datetime | None = None
 
     # ---- the bot's side ------------------------------------------------------------------------
 
-    def enqueue(self, session: Session, submission: Submission) -> GradingJob:
+    def enqueue(self, session: Session, submission: Submission, *, avoid_worker: str | None = None) -> GradingJob:
         """Queue a grading job for `submission` (already flushed) in the caller's transaction.
 
         Fair order by virtual time (start-time fair queuing). Jobs are claimed in
@@ -154,7 +160,7 @@ class JobQueue:
         submission.status = QUEUED
         job = GradingJob(submission_id=submission.id, user_id=submission.user_id, lane=lane,
                          virtual_time=virtual_time, status=QUEUED, attempts=0, max_attempts=self.max_attempts,
-                         run_after=now, created_at=now)
+                         run_after=now, created_at=now, avoid_worker=avoid_worker)
         session.add(job)
         session.flush()
         return job
@@ -196,7 +202,8 @@ class JobQueue:
         so this only delays their "dead" by seconds, and saves a statement on busy claims).
         The claim sets status running, attempts + 1, a new lease token, lease_owner,
         lease_expires_at = now + lease, and the submission's status to running, all in one
-        transaction."""
+        transaction. A job whose avoid_worker is this worker is passed over until avoid_grace after
+        it was queued (verification re-runs go to another machine when there is one)."""
         now = self.clock.now()
         token = str(uuid.uuid4())
         with self._transaction() as conn:
@@ -234,8 +241,10 @@ class JobQueue:
 
     def finish(self, job_id: int, token: str, result: dict, plot_png: bytes | None = None) -> bool:
         """Record the grader's result, once: the job becomes done, and the submission gets the
-        result's status, accuracy, train_seconds, speed_ratio, the whole result as JSON, the plot
-        and finished_at, in one transaction. False, writing nothing, for a stale token."""
+        result's status, accuracy, train_seconds, predict_seconds, the ranking time and its interval
+        (``rank_times``), speed_ratio, the whole result as JSON, the plot and finished_at, in one
+        transaction; a passing result with any ``flags`` makes the submission review_state 'flagged' (held off
+        the boards until an organizer approves it). False, writing nothing, for a stale token."""
         status = result.get("status")
         if not isinstance(status, str) or not status or status in (QUEUED, RUNNING) or len(status) > 24:
             raise ValueError(f"a result needs a final status, not {status!r}")
@@ -248,6 +257,9 @@ class JobQueue:
             conn.execute(_FINISH_SUBMISSION, {
                 "p_id": row.submission_id, "p_status": status, "p_accuracy": _number(result.get("accuracy")),
                 "p_train": _number(result.get("train_seconds")), "p_speed": _number(result.get("speed_ratio")),
+                "p_predict": _number(result.get("predict_seconds")), **dict(zip(
+                    ("p_rank", "p_low", "p_high"), rank_times(result))),
+                "p_review": "flagged" if result.get("flags") and status == "passed" else None, "p_note": _flag_note(result),
                 "p_json": payload, "p_plot": plot_png, "p_now": now})
             conn.execute(BUMP_STATE_VERSION)
         return True
@@ -322,7 +334,8 @@ class JobQueue:
 
     def _claim_in_lane(self, conn: Connection, lane: str, worker_id: str, token: str, now: datetime) -> Claim | None:
         row = conn.execute(_CLAIM, {"p_lane": lane, "p_now": now, "p_expires": now + self.lease,
-                                    "p_token": token, "p_owner": worker_id}).first()
+                                    "p_token": token, "p_owner": worker_id,
+                                    "p_avoided_before": now - self.avoid_grace}).first()
         if row is None:
             return None
         found = conn.execute(_MARK_RUNNING, {"p_id": row.submission_id}).one()
@@ -358,7 +371,9 @@ def _build_claim():
         and_(candidate.c.status == RUNNING, candidate.c.lease_expires_at < now,
              candidate.c.attempts < candidate.c.max_attempts),
     )
-    pick = (select(candidate.c.id).where(candidate.c.lane == bindparam("p_lane"), claimable)
+    not_avoided = or_(candidate.c.avoid_worker.is_(None), candidate.c.avoid_worker != bindparam("p_owner"),
+                      candidate.c.created_at < _at("p_avoided_before"))
+    pick = (select(candidate.c.id).where(candidate.c.lane == bindparam("p_lane"), claimable, not_avoided)
             .order_by(candidate.c.virtual_time, candidate.c.id).limit(1)
             .with_for_update(skip_locked=True).scalar_subquery())
     return update(JOBS).where(JOBS.c.id == pick).values(
@@ -378,6 +393,9 @@ def _build_finish():
     submission = update(SUBMISSIONS).where(SUBMISSIONS.c.id == bindparam("p_id")).values(
         status=bindparam("p_status"), accuracy=bindparam("p_accuracy", type_=Float()),
         train_seconds=bindparam("p_train", type_=Float()), speed_ratio=bindparam("p_speed", type_=Float()),
+        predict_seconds=bindparam("p_predict", type_=Float()), rank_seconds=bindparam("p_rank", type_=Float()),
+        rank_seconds_low=bindparam("p_low", type_=Float()), rank_seconds_high=bindparam("p_high", type_=Float()),
+        review_state=bindparam("p_review", type_=String()), review_note=bindparam("p_note", type_=Text()),
         result_json=bindparam("p_json", type_=Text()), plot_png=bindparam("p_plot", type_=LargeBinary()),
         finished_at=now)
     return job, submission
@@ -400,3 +418,25 @@ def _number(value) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
+
+
+def rank_times(result: dict) -> tuple[float | None, float | None, float | None]:
+    """(rank_seconds, low, high) of a result. The grader's own when it gives them; a result without them
+    (older graders, --noop-jobs) ranks by train + predict seconds, else train seconds, with [x, x]."""
+    rank = _number(result.get("rank_seconds"))
+    if rank is None:
+        train, predict = _number(result.get("train_seconds")), _number(result.get("predict_seconds"))
+        rank = train + predict if train is not None and predict is not None else train
+    if rank is None:
+        return None, None, None
+    low, high = _number(result.get("rank_seconds_low")), _number(result.get("rank_seconds_high"))
+    return rank, min(rank, low) if low is not None else rank, max(rank, high) if high is not None else rank
+
+
+def _flag_note(result: dict) -> str | None:
+    """The grader's flags as one line for review_note (the evidence itself stays in result_json)."""
+    flags = result.get("flags") or []
+    if not isinstance(flags, list) or not flags:
+        return None
+    return "; ".join(f"{f.get('code', '?')}: {f.get('message', '')}" if isinstance(f, dict) else str(f)
+                     for f in flags)[:MAX_ERROR_CHARS]

@@ -1,5 +1,6 @@
 """End to end: a DM upload through the real HTTP app and the fake Slack, graded by a real
-`studybot work` process in the sandbox, and the result, the plot and the record back in Slack.
+`studybot work` process in the sandbox, and the result, the plot and the record back in Slack, once a
+second worker's re-run on new seeds has verified it.
 
 The exercise is the real digits one with its real reference notebook, trimmed to two runs
 (a copy of its spec) so CI spends seconds, not minutes."""
@@ -54,11 +55,16 @@ def test_upload_grade_and_report(slack_app, two_run_digits, tmp_path, database_u
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
     env.update(DATABASE_URL=database_url, PYTHONUNBUFFERED="1")
-    worker = subprocess.run(
-        [sys.executable, "-m", "studybot", "work", "--once", "--exercises-dir", str(two_run_digits),
-         "--data-dir", str(tmp_path / "grader-data")], env=env, capture_output=True, text=True, timeout=600)
-    assert worker.returncode == 0, worker.stderr[-2000:]
-    assert "xoxb" not in worker.stderr  # the worker never sees the bot's token
+
+    def work(*args):
+        worker = subprocess.run(
+            [sys.executable, "-m", "studybot", "work", "--once", "--exercises-dir", str(two_run_digits),
+             "--data-dir", str(tmp_path / "grader-data"), *args], env=env, capture_output=True, text=True,
+            timeout=600)
+        assert worker.returncode == 0, worker.stderr[-2000:]
+        assert "xoxb" not in worker.stderr  # the worker never sees the bot's token
+
+    work("--worker-id", "gpu-a")
 
     with app.services.db.session() as s:
         submission = s.scalar(select(Submission))
@@ -72,6 +78,14 @@ def test_upload_grade_and_report(slack_app, two_run_digits, tmp_path, database_u
     assert "Passed digits" in final.args["text"] and "Leaderboard: #1 of 1" in final.args["text"]
     completed = app.fake.wait_for("files.completeUploadExternal")[0]
     assert completed.args["channel_id"] == "DU1" or completed.args.get("channel") == "DU1"
+    # The new #1 is a record candidate: it is re-run on new seeds, on another worker, before it is posted.
+    assert [c for c in app.fake.calls_to("chat.postMessage") if c.args["channel"] == "CSTUDY"] == []
+    work("--worker-id", "gpu-b", "--lanes", "verify")
+    assert app.services.feedback.tick() == []
+    with app.services.db.session() as s:
+        original, rerun = s.scalars(select(Submission).order_by(Submission.id)).all()
+        assert (rerun.lane, rerun.verifies, rerun.dm_channel) == ("verify", original.id, None)
+        assert original.verification == "verified", (rerun.status, original.review_note)
     record = [c for c in app.fake.calls_to("chat.postMessage") if c.args["channel"] == "CSTUDY"]
     assert len(record) == 1 and "digits" in record[0].args["text"]
     assert app.services.feedback.tick() == []  # said once

@@ -14,6 +14,8 @@ TEMPLATES = Path(__file__).parent.parent / "studybot" / "messages"
 # Rendered in tests/test_ranking.py (test_every_leaderboard_template_renders_valid_block_kit).
 LEADERBOARD_TEMPLATES = {"leaderboard", "leaderboard_weekly", "leaderboard_record", "leaderboard_mode",
                          "leaderboard_schedule", "disqualified", "regrade_queued", "export_ready"}
+# Rendered in tests/test_review.py (test_every_review_template_renders_valid_block_kit).
+REVIEW_TEMPLATES = {"review_list", "review_evidence", "review_needed", "approved"}
 CREATE = "/study cohort create fastai --channel #fastai --start 2027-01-05 --time 18:00 --tz Europe/Berlin"
 
 
@@ -23,7 +25,8 @@ def test_the_template_catalogue_is_known():
     assert names == {"help", "error", "cohort_created", "cohort_list", "cohort_changed", "joined", "left", "lesson",
                      "lesson_post", "schedule", "status", "reminder", "delivery_skipped", "delivery_failed",
                      "cohort_modal", "cohort_modal_opening", "home", "dm_help", "channel_welcome",
-                     "submission", "submission_rejected", "submit_ready", "grading_dead"} | LEADERBOARD_TEMPLATES
+                     "submission", "submission_rejected", "submit_ready", "grading_dead"} | LEADERBOARD_TEMPLATES \
+        | REVIEW_TEMPLATES
 
 
 def check_blocks(blocks, limit=50):

@@ -465,3 +465,52 @@ def test_a_worker_cut_off_from_the_database_stops_grading_after_three_quarters_o
     submission, job = row(sqlite_db, sid)
     assert (submission.status, job.status, job.lease_owner) == ("running", "running", "cut-off")
     assert not grading_children(os.getpid())  # the grading child was killed and reaped
+
+
+def test_a_record_candidate_is_verified_on_the_other_worker_then_posted_once(workers, bot):
+    """Two `studybot work` processes (no-op grading with a fixed passing result): the record candidate's
+    re-run goes to the worker that did not grade it, is verified, and the record post goes out once.
+    On SQLite and PostgreSQL (the claim's avoid_worker condition is SQL)."""
+    from studybot.db.models import Delivery
+    from tests.support.boards import start
+
+    bot.clock.set(datetime.now(timezone.utc))  # the workers run on real time
+    start(bot)
+    db, url = bot.services.db, bot.services.db.url
+    result = {"status": "passed", "message": "passed", "accuracy": 0.98, "target": 0.97, "train_seconds": 2.0,
+              "predict_seconds": 0.2, "rank_seconds": 2.2, "rank_seconds_low": 2.1, "rank_seconds_high": 2.4,
+              "speed_ratio": 1.5, "flags": [], "log_tail": "", "hardware": {"device_name": "noop"}, "runs": []}
+    names = ("w1", "w2")
+    for name in names:
+        workers.start(name, url, "--noop-jobs", "--noop-result", json.dumps(result), "--poll", "0.05")
+    for name in names:
+        wait_for(lambda: "lanes ranked,verify" in workers.log(name), f"worker {name} to start",
+                 logs=lambda: workers.log(name))
+    logs = lambda: "\n".join(workers.log(n)[-2000:] for n in names)  # noqa: E731
+    accepted = bot.services.submissions.submit("ada", b'{"cells": [], "nbformat": 4}', filename="a.ipynb",
+                                               exercise="digits", source="shell")
+    bot.services.submissions.attach_message(accepted.submission_id, "@ada", "m0", "queued")
+    original_id = accepted.submission_id
+    wait_for(lambda: row(db, original_id)[0].status == "passed", "the submission graded", logs=logs)
+    graded_by = row(db, original_id)[1].lease_owner
+    bot.services.feedback.tick()  # the result DM; the record candidate gets its re-run
+    with db.session() as s:
+        rerun_id = s.scalar(select(Submission.id).where(Submission.verifies == original_id))
+    assert rerun_id is not None
+    wait_for(lambda: row(db, rerun_id)[0].status not in ("queued", "running"), "the re-run graded", logs=logs)
+    rerun, rerun_job = row(db, rerun_id)
+    assert rerun_job.avoid_worker == graded_by and rerun_job.lease_owner != graded_by
+    assert json.loads(rerun.result_json)["worker"] == ({"w1", "w2"} - {graded_by}).pop()
+    assert bot.services.feedback.tick() == [] and bot.services.feedback.tick() == []
+    posts = [p.message.text for p in bot.chat.posted if p.channel_id == "fastai"]
+    assert posts == ["First on the digits board in fastai: <@ada> trained and predicted in 2.20 s (2.10–2.40) "
+                     "to 98.0%."]
+    original = row(db, original_id)[0]
+    assert (original.verification, original.verified_by_submission) == ("verified", rerun_id)
+    with db.session() as s:
+        assert s.execute(select(Delivery.lesson_key, Delivery.status).where(Delivery.kind == "record")).all() == [
+            (f"sub{original_id}", "sent")]
+    assert bot.services.submissions.quota_left("ada", "digits") == accepted.quota_left  # the re-run is free
+    for name in names:
+        os.kill(workers.processes[name].pid, signal.SIGTERM)
+    assert [workers.wait(name) for name in names] == [0, 0]

@@ -178,8 +178,8 @@ class Submission(Base):
     cohort_id: Mapped[int | None] = mapped_column(ForeignKey("cohorts.id", ondelete="SET NULL"), nullable=True)
     notebook_sha256: Mapped[str | None] = mapped_column(ForeignKey("notebooks.sha256"), nullable=True)
     filename: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    source: Mapped[str] = mapped_column(String(16), default="slack")  # slack | shell | regrade
-    lane: Mapped[str] = mapped_column(String(16), default="ranked")  # ranked | check
+    source: Mapped[str] = mapped_column(String(16), default="slack")  # slack | shell | regrade | verify
+    lane: Mapped[str] = mapped_column(String(16), default="ranked")  # ranked | check | verify
     slack_file_id: Mapped[str | None] = mapped_column(String(40), unique=True, nullable=True)  # retried events
     dm_channel: Mapped[str | None] = mapped_column(String(40), nullable=True)
     dm_ts: Mapped[str | None] = mapped_column(String(40), nullable=True)
@@ -194,6 +194,24 @@ class Submission(Base):
     disqualified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # evidence is kept
     disqualified_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
     disqualified_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The ranking time (README "How boards are ranked"): the median over runs of train + predict
+    # seconds, and a distribution-free interval for it. Results without them: train + predict, then train.
+    predict_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rank_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rank_seconds_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rank_seconds_high: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Review: None (nothing to review) | flagged (held off the boards) | approved (an organizer cleared it).
+    # Rejecting is disqualifying. review_note holds why it was flagged (the grader's flags, or a re-run).
+    review_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    review_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reviewed_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Verification (services/verification.py): None | pending | verified | disagreed. A re-run of the same
+    # notebook is a submission in lane 'verify' whose ``verifies`` names the original.
+    verification: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    verified_by_submission: Mapped[int | None] = mapped_column(ForeignKey("submissions.id"), nullable=True)
+    verifies: Mapped[int | None] = mapped_column(ForeignKey("submissions.id"), nullable=True)
 
 
 class SubmitIntent(Base):
@@ -232,6 +250,9 @@ class GradingJob(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A verification re-run should run on another machine than the original: the worker that graded the
+    # original skips this job for a grace (studybot/queue.py, VERIFY_AVOID_GRACE).
+    avoid_worker: Mapped[str | None] = mapped_column(String(120), nullable=True)
 
 
 class ProcessedEvent(Base):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -37,9 +38,21 @@ CSV_COLUMNS = (
     ("lane", "ranked or check"),
     ("status", "queued, running, passed, below_target, too_slow, timeout, oom, crashed, ..."),
     ("accuracy", "the grader's accuracy (0-1)"),
-    ("train_seconds", "training time in seconds, as the grader measured it"),
-    ("speed_ratio", "training time against the reference solution (x)"),
-    ("board_rank", "its rank on the board now, if it is the learner's entry there"),
+    ("train_seconds", "training time in seconds, as the grader measured it (median over runs)"),
+    ("predict_seconds", "prediction time in seconds (median over runs)"),
+    ("rank_seconds", "the ranking time: median over runs of train + predict seconds"),
+    ("rank_seconds_low", "the low end of the ranking time's interval"),
+    ("rank_seconds_high", "the high end of the ranking time's interval"),
+    ("speed_ratio", "the reference's ranking time over this one's (x)"),
+    ("board_rank", "its rank on the board now, if it is the learner's entry there (=N: tied within noise)"),
+    ("review_state", "empty, flagged (held off the board for review) or approved"),
+    ("review_note", "why it was held: the grader's flags, or a verification re-run's evidence"),
+    ("reviewed_by", "the organizer who approved it"),
+    ("verification", "empty, pending, verified or disagreed (a re-run on new seeds)"),
+    ("verified_by_submission", "the re-run that verified it"),
+    ("flags", "the grader's flag codes, separated by ;"),
+    ("load_averages", "the machine's 1-minute load at the start of each run, separated by ;"),
+    ("gpu", "GPU name, SM clock (MHz) and temperature (°C) per run, separated by ;"),
     ("disqualified_at", "ISO 8601 UTC, empty if not disqualified"),
     ("disqualified_by", "the organizer's user id"),
     ("disqualified_reason", "the reason the organizer gave"),
@@ -103,23 +116,48 @@ class Exports:
 
     def _csv(self, s: Session, cohort: Cohort, exercise: str) -> tuple[str, bytes, int]:
         modes = self.leaderboards.modes(s, cohort)
-        ranks = {e.submission_id: e.rank for e in self.leaderboards.ranked(s, cohort, exercise)}
+        ranks = {e.submission_id: f"={e.rank}" if e.tied else e.rank
+                 for e in self.leaderboards.ranked(s, cohort, exercise)}
         submissions = s.scalars(select(Submission).where(
-            Submission.cohort_id == cohort.id, Submission.exercise_id == exercise).order_by(Submission.created_at,
-                                                                                             Submission.id))
+            Submission.cohort_id == cohort.id, Submission.exercise_id == exercise,
+            Submission.lane != "verify").order_by(Submission.created_at, Submission.id))
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
         writer.writerow([name for name, _ in CSV_COLUMNS])
         rows = 0
         for sub in submissions:
             rows += 1
+            result = _result(sub)
+            runs = [r for r in result.get("runs") or [] if isinstance(r, dict)]
             writer.writerow([_cell(v) for v in (
                 sub.id, cohort.name, sub.exercise_id, sub.user_id, modes.get(sub.user_id, ""), _iso(sub.created_at),
                 _iso(sub.finished_at), sub.source, sub.lane, sub.status, sub.accuracy, sub.train_seconds,
-                sub.speed_ratio, ranks.get(sub.id, ""), _iso(sub.disqualified_at), sub.disqualified_by,
+                sub.predict_seconds, sub.rank_seconds, sub.rank_seconds_low, sub.rank_seconds_high,
+                sub.speed_ratio, ranks.get(sub.id, ""), sub.review_state, sub.review_note, sub.reviewed_by,
+                sub.verification, sub.verified_by_submission,
+                ";".join(str(f.get("code", "")) for f in result.get("flags") or [] if isinstance(f, dict)),
+                ";".join("" if r.get("load_average") is None else str(r["load_average"]) for r in runs),
+                ";".join(_gpu(r.get("gpu")) for r in runs),
+                _iso(sub.disqualified_at), sub.disqualified_by,
                 sub.disqualified_reason, sub.regrade_of, sub.notebook_sha256, sub.filename)])
         stamp = self.clock.now().strftime("%Y%m%d-%H%M")
         return f"{cohort.name}-{exercise}-submissions-{stamp}.csv", buffer.getvalue().encode("utf-8"), rows
+
+
+def _result(submission: Submission) -> dict:
+    try:
+        result = json.loads(submission.result_json) if submission.result_json else {}
+    except ValueError:
+        return {}
+    return result if isinstance(result, dict) else {}
+
+
+def _gpu(gpu: Any) -> str:
+    if not isinstance(gpu, dict):
+        return ""
+    return " ".join(str(part) for part in (gpu.get("name"), f"{gpu['sm_clock_mhz']}MHz" if gpu.get("sm_clock_mhz")
+                                           is not None else None, f"{gpu['temperature_c']}C" if gpu.get(
+                                               "temperature_c") is not None else None) if part)
 
 
 def _iso(value: datetime | None) -> str:

@@ -8,7 +8,11 @@ post) happen once, for whichever caller wins the conditional UPDATE of notified_
 
 A record post must also survive a crash or a Slack error after that UPDATE: it is a deliveries row
 (kind 'record', lesson_key 'sub<submission id>') posted by the exactly-once poster (services/posting.py);
-each tick retries the ones that failed, while they are still records."""
+each tick retries the ones that failed, while they are still records.
+
+A record is posted only once it is verified (services/verification.py): a record candidate first gets
+a re-run on new seeds; each tick settles finished re-runs, and a verified candidate that is still a
+record is posted then. A flagged result (review_state 'flagged') is never a candidate until approved."""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from studybot.errors import ChatError
 from studybot.messages import render
 from studybot.ports import Chat
 from studybot.services.posting import ExactlyOncePoster
+from studybot.services.verification import DISAGREED, VERIFIED, Verification, flags_of
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +55,19 @@ def state_of(submission: Submission, job: GradingJob | None) -> str:
 
 class Feedback:
     def __init__(self, db: Database, chat: Chat, clock: Clock, submissions, leaderboards=None,
-                 poster: ExactlyOncePoster | None = None) -> None:
+                 poster: ExactlyOncePoster | None = None, verification: Verification | None = None) -> None:
         self.db, self.chat, self.clock = db, chat, clock
         self.submissions, self.leaderboards = submissions, leaderboards
         self.poster = poster or ExactlyOncePoster(db, chat, clock)
+        self.verification = verification or Verification(db, clock, submissions.queue)
 
     def tick(self) -> list[tuple[int, str]]:
         """Bring every open submission's message up to date; returns (submission id, new state).
 
-        Record posts that failed (or whose process died) are tried again first."""
+        Record posts that failed (or whose process died) are tried again first, then finished
+        verification re-runs are settled (a verified record candidate is posted then)."""
         self._retry_records()
+        self._settle_verifications()
         changed = []
         with self.db.session() as s:
             rows = s.execute(select(Submission, GradingJob).outerjoin(
@@ -107,6 +115,8 @@ class Feedback:
             quota_left=self.submissions.quota_left(submission.user_id, submission.exercise_id, submission.lane),
             daily_quota=self.submissions.daily_quota, rank=rank,
             last_error=job.last_error if job is not None else None,
+            refunded=submission.status in self.submissions.REFUNDED_STATUSES,
+            under_review=submission.review_state == "flagged", flags=flags_of(submission),
         )
 
     def _after_result(self, submission: Submission) -> None:
@@ -121,13 +131,34 @@ class Feedback:
                                       f"Your {submission.exercise_id} runs")
             except ChatError as error:
                 log.warning("could not send the plot of submission %s: %s", submission.id, error.message)
-        if submission.status == "passed" and self.leaderboards is not None:
-            record = self.leaderboards.record_broken(submission.id)
-            if record:
-                row_id = self.poster.claim_new(cohort_id=submission.cohort_id, kind=RECORD_KIND,
-                                               key=record_key(submission.id), due_at=self.clock.now())
-                if row_id is not None:  # None: posted already, or another caller is posting it
-                    self._post_record(row_id, submission.id, record)
+        if submission.status == "passed":
+            self.consider_record(submission.id)
+
+    def consider_record(self, submission_id: int) -> str | None:
+        """A submission that may be a new record (just graded, approved, or just verified): post it if it is a
+        record and verified; ask for its verification if it is a record and not verified yet.
+        Returns 'posted', 'verifying' or None (not a record, or it cannot be verified)."""
+        record = self.leaderboards.record_broken(submission_id) if self.leaderboards is not None else None
+        if record is None:
+            return None
+        state = self.verification.request(submission_id)
+        if state != VERIFIED:
+            return "verifying" if state == "pending" else None
+        with self.db.session() as s:
+            cohort_id = s.scalar(select(Submission.cohort_id).where(Submission.id == submission_id))
+        row_id = self.poster.claim_new(cohort_id=cohort_id, kind=RECORD_KIND, key=record_key(submission_id),
+                                       due_at=self.clock.now())
+        if row_id is None:  # posted already, or another caller is posting it
+            return None
+        self._post_record(row_id, submission_id, record)
+        return "posted"
+
+    def _settle_verifications(self) -> None:
+        for settled in self.verification.settle():
+            if settled.outcome == VERIFIED:
+                self.consider_record(settled.original_id)
+            elif settled.outcome == DISAGREED:
+                self._tell_organizers_of_review(settled.original_id, settled.note)
 
     def _post_record(self, row_id: int, submission_id: int, record: dict[str, Any]) -> None:
         outcome = self.poster.post(row_id, record["channel_id"], lambda: render("leaderboard_record", **record))
@@ -150,6 +181,21 @@ class Feedback:
                 self.poster.skip(row_id, note="no longer a record")
             elif self.poster.claim(row_id):
                 self._post_record(row_id, submission_id, record)
+
+    def _tell_organizers_of_review(self, submission_id: int, note: str | None) -> None:
+        """A verification re-run disagreed: the entry is held for review; the organizers hear it once."""
+        with self.db.session() as s:
+            submission = s.get(Submission, submission_id)
+            cohort = s.get(Cohort, submission.cohort_id) if submission.cohort_id else None
+            organizers = [o.user_id for o in cohort.organizers] if cohort else []
+            message = render("review_needed", submission_id=submission.id, user_id=submission.user_id,
+                             exercise=submission.exercise_id, cohort_name=cohort.name if cohort else None, note=note)
+        for organizer in organizers:
+            try:
+                self.chat.dm(organizer, message)
+            except ChatError as error:
+                log.warning("could not tell organizer %s about the review of submission %s: %s", organizer,
+                            submission_id, error.message)
 
     def _tell_organizers(self, submission: Submission) -> None:
         """Infrastructure kept failing on this job: the people who can act on it hear about it once."""

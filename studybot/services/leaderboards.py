@@ -9,9 +9,11 @@ moderation (services/moderation.py), CSV exports (services/exports.py) and the w
 - ``rank_of``: where a result puts the learner, for the result DM;
 - ``ranked``, ``public_board``, ``exercise``: the same ranking for the services beside it.
 
-Ranking: only submissions with status 'passed', lane 'ranked', not disqualified, made for that cohort
-(Submission.cohort_id) by a current member; fastest ``train_seconds`` first; a tie goes to the earlier
-submission (created_at, then id). One entry per learner: their best.
+Ranking (README, "How boards are ranked"): only submissions with status 'passed', lane 'ranked', not
+disqualified, not held for review (review_state 'flagged'), made for that cohort (Submission.cohort_id) by a
+current member; fastest ``rank_seconds`` (median train + predict) first; an equal median goes to the earlier
+submission (created_at, then id). One entry per learner: their best. Entries whose intervals overlap share a
+rank ("=2"; services/ranking_statistics.py), and a record must be faster beyond noise.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from studybot.curricula import Curriculum, Lesson, get_curriculum
@@ -30,6 +32,7 @@ from studybot.db.engine import Database
 from studybot.db.models import Cohort, Membership, Submission
 from studybot.errors import FieldError, NotFound
 from studybot.services.cohorts import Cohorts
+from studybot.services.ranking_statistics import Interval, faster_beyond_noise, tie_groups
 
 MODES = {"named": "named", "anonymous": "anonymous", "anon": "anonymous", "optout": "hidden", "hidden": "hidden",
          "optin": "named"}
@@ -46,15 +49,23 @@ ANIMALS = ("otter", "heron", "lynx", "marten", "puffin", "ibex", "gecko", "quokk
 class Entry:
     """One learner's place on a board. ``user_id`` is None unless the learner is shown by name."""
 
-    rank: int
+    rank: int  # shared by entries whose intervals overlap (``tied``)
     submission_id: int
     label: str  # "anonymous otter" for anonymous learners; the user id otherwise (templates mention it)
     user_id: str | None
-    seconds: float
+    seconds: float  # the ranking time: rank_seconds
     accuracy: float | None
     speed_ratio: float | None
     created_at: datetime
     is_you: bool = False
+    low: float | None = None  # the interval of the ranking time
+    high: float | None = None
+    tied: bool = False
+    verified: bool = False  # a re-run on new seeds agreed (services/verification.py)
+
+    @property
+    def interval(self) -> Interval:
+        return Interval.of(self.seconds, self.low, self.high)
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,7 @@ class Board:
     public: bool = False  # shown in the channel: no "(you)", no ids
     your_mode: str | None = None  # the viewer's leaderboard_mode in this cohort, when a member
     your_best: float | None = None  # the viewer's best passing time, also when hidden
+    mark_unverified: bool = False  # the weekly post marks its top entries that no re-run has verified
 
     @property
     def you(self) -> Entry | None:
@@ -111,7 +123,9 @@ class Leaderboards:
 
     def record_broken(self, submission_id: int) -> dict[str, Any] | None:
         """After a submission passed: the facts for the channel post if it is the new #1 of its cohort's
-        board for its exercise (strictly faster than the previous #1, or the first passing entry); else None.
+        board for its exercise and faster beyond noise than the previous #1 (its rank_seconds_high below
+        the previous holder's rank_seconds_low), or the first passing entry; else None.
+        Whether it has been verified is the caller's question (services/feedback.py waits for it).
 
         services/feedback.py posts it, once, with ``render("leaderboard_record", **record)``.
         Pure: calling it twice answers the same.
@@ -119,7 +133,8 @@ class Leaderboards:
         with self.db.session() as s:
             submission = s.get(Submission, submission_id)
             if (submission is None or submission.status != "passed" or submission.disqualified_at is not None
-                    or submission.lane != "ranked" or submission.cohort_id is None or submission.train_seconds is None):
+                    or submission.lane != "ranked" or submission.cohort_id is None or submission.rank_seconds is None
+                    or submission.review_state == "flagged"):
                 return None
             cohort = s.get(Cohort, submission.cohort_id)
             now_board = self.ranked(s, cohort, submission.exercise_id)
@@ -127,8 +142,8 @@ class Leaderboards:
                 return None
             before = self.ranked(s, cohort, submission.exercise_id, exclude=submission.id)
             previous = before[0] if before else None
-            if previous is not None and not submission.train_seconds < previous.seconds:
-                return None  # a tie that won on the earlier submission time is not a new record
+            if previous is not None and not faster_beyond_noise(now_board[0].interval, previous.interval):
+                return None  # within noise of the old record (or a tie won on submission time): not news
             if previous is not None and submission.regrade_of == previous.submission_id:
                 return None  # a re-grade confirming its own record is not news
             lesson = self.lesson_of(cohort, submission.exercise_id)
@@ -138,8 +153,9 @@ class Leaderboards:
                 "exercise": submission.exercise_id, "lesson_key": lesson.key if lesson else None,
                 "lesson_title": lesson.title if lesson else None, "submission_id": submission.id,
                 "holder": _public_entry(holder), "previous": _public_entry(previous) if previous else None,
-                "seconds": holder.seconds, "accuracy": holder.accuracy, "speed_ratio": holder.speed_ratio,
-                "previous_seconds": previous.seconds if previous else None,
+                "seconds": holder.seconds, "low": holder.low, "high": holder.high, "accuracy": holder.accuracy,
+                "speed_ratio": holder.speed_ratio, "previous_seconds": previous.seconds if previous else None,
+                "previous_low": previous.low if previous else None,
                 "speedup": previous.seconds / holder.seconds if previous and holder.seconds > 0 else None,
                 "same_holder": previous is not None and previous.label == holder.label,
                 "entries": len(now_board),
@@ -152,7 +168,8 @@ class Leaderboards:
         with self.db.session() as s:
             submission = s.get(Submission, submission_id)
             if (submission is None or submission.status != "passed" or submission.disqualified_at is not None
-                    or submission.lane != "ranked" or submission.cohort_id is None or submission.train_seconds is None):
+                    or submission.lane != "ranked" or submission.cohort_id is None or submission.rank_seconds is None
+                    or submission.review_state == "flagged"):
                 return None
             cohort = s.get(Cohort, submission.cohort_id)
             now = [sub.user_id for sub, _ in self._best(s, cohort, submission.exercise_id)]
@@ -166,17 +183,22 @@ class Leaderboards:
 
     def ranked(self, s: Session, cohort: Cohort, exercise: str, *, viewer: str | None = None,
                exclude: int | None = None) -> list[Entry]:
-        """Each current, non-hidden member's best counting submission; fastest first, ties to the earlier."""
+        """Each current, non-hidden member's best counting submission; fastest median first, an equal median to
+        the earlier; entries whose intervals overlap share a rank."""
         best = self._best(s, cohort, exercise, exclude=exclude)
         labels = self._pseudonyms(s, cohort) if any(m.leaderboard_mode == "anonymous" for _, m in best) else {}
+        places = tie_groups([interval_of(submission) for submission, _ in best])
         entries = []
-        for rank, (submission, membership) in enumerate(best, start=1):
+        for place, (submission, membership) in zip(places, best):
             named = membership.leaderboard_mode == "named"
+            interval = interval_of(submission)
             entries.append(Entry(
-                rank=rank, submission_id=submission.id,
+                rank=place.rank, tied=place.tied, submission_id=submission.id,
                 label=submission.user_id if named else labels[membership.id], user_id=submission.user_id if named else None,
-                seconds=submission.train_seconds, accuracy=submission.accuracy, speed_ratio=submission.speed_ratio,
-                created_at=submission.created_at, is_you=viewer is not None and submission.user_id == viewer))
+                seconds=interval.median, low=interval.low, high=interval.high, accuracy=submission.accuracy,
+                speed_ratio=submission.speed_ratio, created_at=submission.created_at,
+                is_you=viewer is not None and submission.user_id == viewer,
+                verified=submission.verification == "verified"))
         return entries
 
     def public_board(self, s: Session, cohort: Cohort, exercise: str, lesson_key: str, lesson_title: str) -> Board:
@@ -213,9 +235,9 @@ class Leaderboards:
         mine = self._membership(s, cohort, viewer) if viewer else None
         your_best = None
         if viewer:
-            your_best = s.scalar(select(Submission.train_seconds).where(
+            your_best = s.scalar(select(Submission.rank_seconds).where(
                 *self._counting(cohort, exercise), Submission.user_id == viewer).order_by(
-                Submission.train_seconds, Submission.created_at, Submission.id).limit(1))
+                Submission.rank_seconds, Submission.created_at, Submission.id).limit(1))
         return Board(cohort_name=cohort.name, channel_id=cohort.channel_id, channel_name=cohort.channel_name,
                      exercise=exercise, lesson_key=lesson_key, lesson_title=lesson_title, entries=tuple(entries),
                      show_ids=show_ids and not public, public=public,
@@ -226,14 +248,14 @@ class Leaderboards:
     def _counting(cohort: Cohort, exercise: str) -> tuple:
         return (Submission.cohort_id == cohort.id, Submission.exercise_id == exercise, Submission.status == "passed",
                 Submission.lane == "ranked", Submission.disqualified_at.is_(None),
-                Submission.train_seconds.is_not(None))
+                Submission.rank_seconds.is_not(None), not_held_for_review())
 
     def _best(self, s: Session, cohort: Cohort, exercise: str,
               exclude: int | None = None) -> list[tuple[Submission, Membership]]:
         rows = s.execute(select(Submission, Membership).join(Membership, (Membership.cohort_id == Submission.cohort_id)
                                                              & (Membership.user_id == Submission.user_id)).where(
             *self._counting(cohort, exercise), Membership.left_at.is_(None), Membership.leaderboard_mode != "hidden",
-        ).order_by(Submission.train_seconds, Submission.created_at, Submission.id)).all()
+        ).order_by(Submission.rank_seconds, Submission.created_at, Submission.id)).all()
         best: dict[str, tuple[Submission, Membership]] = {}
         for submission, membership in rows:  # already in board order: the first per learner is their best
             if submission.id != exclude and submission.user_id not in best:
@@ -271,5 +293,16 @@ def _pseudonyms(cohort_id: int, memberships: list[Membership]) -> dict[int, str]
 
 
 def _public_entry(entry: Entry) -> dict[str, Any]:
-    return {"label": entry.label, "user_id": entry.user_id, "seconds": entry.seconds, "accuracy": entry.accuracy,
-            "speed_ratio": entry.speed_ratio, "submission_id": entry.submission_id}
+    return {"label": entry.label, "user_id": entry.user_id, "seconds": entry.seconds, "low": entry.low,
+            "high": entry.high, "accuracy": entry.accuracy, "speed_ratio": entry.speed_ratio,
+            "submission_id": entry.submission_id}
+
+
+def interval_of(submission: Submission) -> Interval:
+    """A submission's ranking time and interval ([x, x] when the ends are missing)."""
+    return Interval.of(submission.rank_seconds, submission.rank_seconds_low, submission.rank_seconds_high)
+
+
+def not_held_for_review():
+    """The SQL condition of a submission that may be on a board: never flagged, or approved since."""
+    return or_(Submission.review_state.is_(None), Submission.review_state != "flagged")

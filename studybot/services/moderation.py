@@ -108,6 +108,11 @@ class Moderation:
             return
         self.cohorts.require_organizer(user_id, cohort, action)
 
+    def organizer_submission(self, s: Session, user_id: str, number: int, action: str):
+        """(submission, its cohort) for an organizer of that cohort; PermissionDenied or NotFound otherwise,
+        a learner getting PermissionDenied whether or not the id exists."""
+        return self._organizer_submission(s, user_id, number, action)
+
     def _organizer_submission(self, s: Session, user_id: str, number: int, action: str):
         submission = s.get(Submission, number)
         if submission is None:
@@ -122,7 +127,7 @@ class Moderation:
     def _info(submission: Submission, cohort: Cohort | None, **extra) -> SubmissionInfo:
         return SubmissionInfo(id=submission.id, user_id=submission.user_id, exercise=submission.exercise_id,
                               cohort_name=cohort.name if cohort else None, status=submission.status,
-                              seconds=submission.train_seconds, **extra)
+                              seconds=submission.rank_seconds, **extra)
 
     def _tell_learner(self, info: SubmissionInfo, action: str) -> None:
         try:

@@ -83,6 +83,9 @@ def known_exercises(curricula_dir: Path | None = None) -> list[str]:
 
 
 class Submissions:
+    # Jobs that ended in the machine's fault, not the learner's: they give their quota back.
+    REFUNDED_STATUSES = ("infra_error", "dead")
+
     def __init__(self, db: Database, clock: Clock, queue: JobQueue, daily_quota: int = 5,
                  curricula_dir: Path | None = None, max_bytes: int = MAX_NOTEBOOK_BYTES) -> None:
         self.db, self.clock, self.queue = db, clock, queue
@@ -181,7 +184,8 @@ class Submissions:
         with self.db.session() as s:
             used = s.scalar(select(func.count()).select_from(Submission).where(
                 Submission.user_id == user_id, Submission.exercise_id == exercise_id, Submission.lane == lane,
-                Submission.source != "regrade", Submission.created_at >= self._day_start()))
+                Submission.source.not_in(("regrade", "verify")), Submission.created_at >= self._day_start(),
+                Submission.status.not_in(self.REFUNDED_STATUSES)))
         return max(0, self.daily_quota - (used or 0))
 
     # ---- internals -------------------------------------------------------------------------
@@ -261,8 +265,9 @@ class Submissions:
         """Per exercise, the learner's fastest passing submission (not disqualified), by exercise id."""
         with self.db.session() as s:
             passing = s.scalars(select(Submission).where(
-                Submission.user_id == user_id, Submission.status == "passed", Submission.disqualified_at.is_(None))
-                .order_by(Submission.exercise_id, Submission.train_seconds, Submission.id))
+                Submission.user_id == user_id, Submission.status == "passed", Submission.disqualified_at.is_(None),
+                Submission.lane != "verify", Submission.rank_seconds.is_not(None))
+                .order_by(Submission.exercise_id, Submission.rank_seconds, Submission.id))
             best: dict[str, Submission] = {}
             for row in passing:
                 best.setdefault(row.exercise_id, row)

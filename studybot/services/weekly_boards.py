@@ -9,12 +9,18 @@ up, posts and marks it like any other post. What this module decides:
 - no post before an exercise has been posted, nor once the course is over (the week's row is skipped);
 - a slot found later than the grace (the bot was down) is not posted late; a failed post is retried
   until the grace runs out, then failed.
+- verified boards: at the slot, the top VERIFIED_TOP entries of each board that no re-run has verified get
+  one (services/verification.py); the post waits, tick after tick, until none is pending, or until
+  VERIFY_WAIT past the slot, then posts anyway with the still unverified top entries marked "unverified".
+  A re-run that disagrees takes its entry off the board (flagged), so the next one moves up and is
+  verified in turn, within the same bounded wait.
 Lesson rows are never touched here; services/deliveries.py never touches these.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -30,6 +36,7 @@ from studybot.services import validation, weekly_slots
 from studybot.services.cohorts import Cohorts
 from studybot.services.leaderboards import Board, Leaderboards
 from studybot.services.posting import ExactlyOncePoster
+from studybot.services.verification import PENDING, Verification
 from studybot.time_source import Clock
 
 log = logging.getLogger(__name__)
@@ -37,13 +44,17 @@ log = logging.getLogger(__name__)
 KIND = "leaderboard"  # deliveries.kind of the weekly post
 AFTER_COURSE = timedelta(days=14)  # weekly posts stop this long after the last lesson was posted
 WEEKLY_TOP = 10  # entries per exercise in the weekly channel post
+VERIFIED_TOP = 3  # entries per board re-run on new seeds before the weekly post
+VERIFY_WAIT = timedelta(hours=2)  # past the slot, the post stops waiting for verification re-runs
 
 
 class WeeklyBoards:
     def __init__(self, db: Database, clock: Clock, cohorts: Cohorts, leaderboards: Leaderboards,
-                 poster: ExactlyOncePoster, late_grace: timedelta = timedelta(hours=12)) -> None:
+                 poster: ExactlyOncePoster, late_grace: timedelta = timedelta(hours=12),
+                 verification: Verification | None = None, verify_wait: timedelta = VERIFY_WAIT) -> None:
         self.db, self.clock, self.cohorts, self.leaderboards, self.poster = db, clock, cohorts, leaderboards, poster
         self.late_grace = late_grace
+        self.verification, self.verify_wait = verification, verify_wait
 
     def set_schedule(self, user_id: str, cohort_name: str, *, weekday: str | None = None, at: str | None = None,
                      off: bool = False) -> dict[str, Any]:
@@ -110,6 +121,8 @@ class WeeklyBoards:
                     if why_not:
                         self.poster.skip_new(cohort_id=cohort.id, kind=KIND, key=key, due_at=due, note=why_not)
                         continue
+                    if self._verifying(s, cohort) and now - due < self.verify_wait:
+                        continue  # re-runs of the top entries are under way: ask again next tick
                     row_id = self.poster.claim_new(cohort_id=cohort.id, kind=KIND, key=key, due_at=due)
                     if row_id is None:
                         continue  # another ticker owns this week
@@ -129,11 +142,23 @@ class WeeklyBoards:
         label = f"{cohort.name}:{key}"
         outcome = self.poster.post(row_id, cohort.channel_id, lambda: render(
             "leaderboard_weekly", cohort=self.schedule_view(cohort), week=key,
-            boards=self._posted_boards(s, cohort), top=WEEKLY_TOP))
+            boards=self._posted_boards(s, cohort), top=WEEKLY_TOP, verified_top=VERIFIED_TOP))
         if outcome.status == "sent":
             return label
         log.warning("weekly leaderboard %s: %s (%s)", label, outcome.error, outcome.status)
         return None
+
+    def _verifying(self, s: Session, cohort: Cohort) -> bool:
+        """Ask for a re-run of every unverified top entry; True while any is still pending."""
+        if self.verification is None:
+            return False
+        pending = False
+        for board in self._posted_boards(s, cohort):
+            for entry in board.entries[:VERIFIED_TOP]:
+                if not entry.verified and self.verification.request(entry.submission_id) == PENDING:
+                    pending = True
+        s.expire_all()  # the requests committed in their own sessions: read the boards afresh
+        return pending
 
     def _nothing_to_post(self, s: Session, cohort: Cohort, due: datetime) -> str | None:
         lessons = list(s.scalars(select(Delivery).where(Delivery.cohort_id == cohort.id, Delivery.kind == "lesson")))
@@ -157,7 +182,9 @@ class WeeklyBoards:
         return out
 
     def _posted_boards(self, s: Session, cohort: Cohort) -> list[Board]:
-        return [self.leaderboards.public_board(s, cohort, exercise, key, title)
+        """The boards as posted: with verification on, its top entries that no re-run verified are marked."""
+        return [replace(self.leaderboards.public_board(s, cohort, exercise, key, title),
+                        mark_unverified=self.verification is not None)
                 for exercise, key, title in self._posted_exercises(s, cohort)]
 
     @staticmethod

@@ -1,17 +1,23 @@
 """`studybot work`: the options, the database set-up and the signals of a grading worker.
 
-    studybot work [--lanes ranked,check] [--worker-id ID] [--poll SECONDS] [--lease SECONDS]
+    studybot work [--lanes ranked,verify] [--worker-id ID] [--poll SECONDS] [--lease SECONDS]
                   [--once | --drain] [--stop-grace SECONDS] [--exercises-dir DIR] [--data-dir DIR]
-                  [--unsafe-no-sandbox-dev-only] [--noop-jobs]
+                  [--unsafe-no-sandbox-dev-only] [--noop-jobs [--noop-result JSON]]
 
 The database is DATABASE_URL, read the way the bot reads it (studybot.config; the same SQLite
 default under STUDYBOT_DATA_DIR). That is the only configuration the worker takes from the bot:
 it never reads the Slack variables, and removes them (and DATABASE_URL, once read) from its
 environment before it grades anything. Results flow through the database; the bot posts them.
 --exercises-dir and --data-dir are the grader's (grader/README.md).
+
+Lanes: ``ranked`` (learners' submissions), ``verify`` (re-runs of record candidates and weekly top
+entries on new seeds, services/verification.py) and ``check`` (quick one-run checks). By default a worker
+takes ranked and verify jobs; a verify job avoids the worker that graded the original for
+studybot.queue.VERIFY_AVOID_GRACE, so another machine re-runs it when one is alive.
 """
 
 import argparse
+import json
 import logging
 import os
 import pathlib
@@ -30,14 +36,15 @@ from studybot.worker.loop import (DEFAULT_POLL_SECONDS, DEFAULT_STOP_GRACE_SECON
                                   Worker)
 
 DEFAULT_LEASE_SECONDS = 120.0
+DEFAULT_LANES = "ranked,verify"
 UNSAFE_FLAG = "--unsafe-no-sandbox-dev-only"  # the grader's flag (grader/paths.py), spelled the same
 EXIT_USAGE, EXIT_INFRA = 2, 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `studybot work` options (studybot/cli.py adds the subcommand)."""
-    parser.add_argument("--lanes", default="ranked", help="comma-separated lanes, in order of preference "
-                                                          "(default: ranked; e.g. check,ranked)")
+    parser.add_argument("--lanes", default=DEFAULT_LANES, help="comma-separated lanes, in order of preference "
+                                                               f"(default: {DEFAULT_LANES}; e.g. check,ranked)")
     parser.add_argument("--worker-id", default=None, help="name in the queue and the logs (default: HOST-PID)")
     parser.add_argument("--poll", type=float, default=DEFAULT_POLL_SECONDS,
                         help=f"seconds between claims when the queue is empty (default {DEFAULT_POLL_SECONDS:g})")
@@ -60,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noop-jobs", dest="noop", action="store_true",
                         help=f"BENCHMARKS AND TESTS ONLY: claim and finish jobs without grading them "
                              f"(status {NOOP_STATUS!r}), to measure the queue itself")
+    parser.add_argument("--noop-result", dest="noop_result", type=_json_object, default=None,
+                        help="TESTS ONLY, with --noop-jobs: a JSON object merged into every no-op result "
+                             "(e.g. a passing status and ranking times), to test what the bot makes of results")
 
 
 def main(argv=None, *, load_dataset=None) -> int:
@@ -112,6 +122,7 @@ def run(args, load_dataset=None) -> int:
 
     worker = Worker(queue, worker_id=worker_id, lanes=lanes, poll=args.poll, exercises_dir=args.exercises_dir,
                     data_dir=resolve_data_dir(args.data_dir), unsafe=args.unsafe, noop=args.noop,
+                    noop_result=args.noop_result,
                     once=args.once, drain=args.drain, stop_grace=args.stop_grace, load_dataset=load_dataset)
     worker.install_signal_handlers()
     if early_signals:
@@ -120,6 +131,16 @@ def run(args, load_dataset=None) -> int:
         return worker.run()
     finally:
         database.dispose()
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("give a JSON object, e.g. '{\"status\": \"passed\"}'")
+    return value
 
 
 def _grader_problem(unsafe: bool) -> str | None:

@@ -53,10 +53,10 @@ class Worker:
     stopped (or, with once/drain, until the queue is empty). noop: finish jobs without grading
     them (benchmarks and tests of the queue itself)."""
 
-    def __init__(self, queue, *, worker_id: str, lanes=("ranked",), poll: float = DEFAULT_POLL_SECONDS,
+    def __init__(self, queue, *, worker_id: str, lanes=("ranked", "verify"), poll: float = DEFAULT_POLL_SECONDS,
                  exercises_dir=None, data_dir=None, unsafe: bool = False, noop: bool = False,
                  once: bool = False, drain: bool = False, stop_grace: float = DEFAULT_STOP_GRACE_SECONDS,
-                 load_dataset=None):
+                 load_dataset=None, noop_result: dict | None = None):
         self.queue = queue
         self.worker_id = worker_id
         self.lanes = tuple(lanes)
@@ -65,6 +65,7 @@ class Worker:
         self.exercises_dir = exercises_dir
         self.data_dir = pathlib.Path(data_dir) if data_dir is not None else None
         self.unsafe, self.noop, self.once, self.drain = unsafe, noop, once, drain
+        self.noop_result = dict(noop_result or {})  # tests: what a no-op job's result says besides its status
         self.stop_grace = stop_grace
         self.load_dataset_name = name_of_function(load_dataset)
         self.stop_requested_at = None  # monotonic time of the first SIGTERM/SIGINT
@@ -129,7 +130,8 @@ class Worker:
                  claim.submission_id, claim.exercise_id, claim.lane, claim.attempt)
         if self.noop:
             return self._finish(claim, {"status": NOOP_STATUS, "message": "not graded (--noop-jobs)",
-                                        "worker": self.worker_id, "attempt": claim.attempt}, None, started)
+                                        **self.noop_result, "worker": self.worker_id, "attempt": claim.attempt},
+                                None, started)
         progress = Progress(runs=0, attempt=claim.attempt)
         keeper = LeaseKeeper(self.queue, claim.job_id, claim.token, self.lease_seconds, started, progress)
         keeper.start()
