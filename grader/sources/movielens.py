@@ -38,7 +38,8 @@ forever. Users and items seen only in the held-out part are rare but possible; b
 back to the global mean for them.
 
 **Baselines.** No learning: predicting the global mean rating gives an RMSE of about 1.13 on
-ML-100k (the ratings' standard deviation); a per-user mean about 1.04. Published anchors
+ML-100k (the ratings' standard deviation, about 1.126); a per-user or per-item mean does
+better (bench/data_sources.py measures both once ML-100k is prepared). Published anchors
 (RMSE, 5-fold cross-validation on ML-100k, the Surprise library's benchmark table,
 https://github.com/NicolasHug/Surprise#benchmarks): user/item biases only ("BaselineOnly")
 about 0.944, SVD about 0.934, SVD++ about 0.92. fastai's chapter 8
