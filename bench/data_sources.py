@@ -70,7 +70,8 @@ def rating_baselines(name: str, ratings) -> None:
     print(f"\n{name}: {len(ratings):,} ratings, {ratings['user'].nunique():,} users, "
           f"{ratings['item'].nunique():,} items; split {len(train):,} / {len(test):,} "
           f"(seed {movielens.SPLIT_SEED})")
-    print(f"  global mean rating ({global_mean:.3f}): RMSE {rmse(np.full(len(test), global_mean), actual):.4f}")
+    constant = np.full(len(test), global_mean)
+    print(f"  global mean rating ({global_mean:.3f}): RMSE {rmse(constant, actual):.4f}")
     for key in ("user", "item"):
         means = train.groupby(key)["rating"].mean()
         predicted = test[key].map(means).fillna(global_mean).to_numpy()

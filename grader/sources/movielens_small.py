@@ -25,9 +25,9 @@ genres, userId, rating, timestamp (7 films lack a title and year).
 
 **Baselines.** No learning, measured by bench/data_sources.py on that split: the global mean
 (3.542) gives an RMSE of 1.057, a per-user mean 0.964, a per-item mean 0.999 (3.6% of the
-test ratings are of films unseen in training and fall back to the global mean). There is no widely quoted
-benchmark table for this edition; model scores on it sit near ML-100k's (about 0.87-0.92 RMSE
-for biased matrix factorization) but are not interchangeable with them.
+test ratings are of films unseen in training and fall back to the global mean). We know of no
+widely quoted benchmark table for this edition, and ML-100k's figures do not carry over (other
+users, other films, half stars): a target on it should come from our own reference run.
 """
 
 from pathlib import Path

@@ -7,7 +7,8 @@ images' copyright stays with their owners.
 
 **Where it comes from.** `torchvision.datasets.OxfordIIITPet(root, download=True)`: it fetches
 images.tar.gz (about 790 MB) and annotations.tar.gz (about 19 MB) from robots.ox.ac.uk and
-checks each against torchvision's md5.
+checks each against torchvision's md5. prepare() deletes the two archives once they are
+extracted.
 
 **On disk** (data_dir/pets is torchvision's `root`):
 
@@ -105,6 +106,10 @@ def prepare(data_dir: Path) -> Path:
             from torchvision.datasets import OxfordIIITPet  # heavy
 
             OxfordIIITPet(staging, download=True)
+            # The archives (about 811 MB) are spent once extracted; torchvision's download=True
+            # only looks for the two folders, so it will not fetch them again.
+            for archive in (staging / BASE_FOLDER).glob("*.tar.gz"):
+                archive.unlink()
     return _files.source_dir(data_dir, SOURCE_ID)
 
 

@@ -349,6 +349,7 @@ def test_pets_prepare_runs_torchvisions_downloader(tmp_path, local_server, monke
 
     data_dir = tmp_path / "data"
     assert sources.prepare("pets", data_dir) == data_dir / "pets"
+    assert not list((data_dir / "pets" / "oxford-iiit-pet").glob("*.tar.gz"))  # spent archives go
     assert pets.load(data_dir) == pets.load(tmp_path / "fixture").__class__(
         data_dir / "pets" / "oxford-iiit-pet", pets.load(tmp_path / "fixture").items)
     theirs = OxfordIIITPet(data_dir / "pets", split="test", target_types="binary-category")
