@@ -192,6 +192,7 @@ def test_movielens_fixture_reads_through_the_real_format(tmp_path):
     items = movielens.load_items(tmp_path)
     assert items["item"].tolist() == list(range(1, 13))
     assert items.loc[0, "title"] == "Café Society 1 (1990)"
+    assert items.loc[4, "title"] == '"Quoted" Title 5 (1994)'
 
 
 def test_movielens_prepare_runs_fastdownload_and_checks_the_md5(tmp_path, local_server):
