@@ -5,11 +5,13 @@ tests/support/slack_shapes.py through the real bolt app over HTTP, against the f
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
 
-from studybot.db.models import Submission
+from studybot.db.models import Delivery, Submission
+from studybot.services.posting import retry_delay
 from studybot.slack import events as slack_events
 from tests.conftest import SIGNING_SECRET
 from tests.support import signed_requests as slack
@@ -84,3 +86,97 @@ def test_the_file_shared_twin_does_not_download_a_taken_upload_again(app, caplog
     eventually(lambda: any("not fetched again" in r.getMessage() for r in caplog.records), timeout=10)
     assert len(app.fake.calls_to("download")) == 1 and len(app.fake.calls_to("files.info")) == 1
     assert submissions(app) == 1
+
+
+# ---------------------------------------------------------------------------- lesson posts that cannot go out
+
+LESSON_1_DUE = datetime(2027, 1, 5, 17, 0, tzinfo=timezone.utc)  # Tue 18:00 Europe/Berlin
+
+
+def lesson_row(app, key="1"):
+    with app.services.db.session() as s:
+        row = s.scalar(select(Delivery).where(Delivery.lesson_key == key, Delivery.kind == "lesson"))
+        return row.status, row.attempts, row.note
+
+
+def lesson_posts(app):
+    return [m for m in app.fake.messages("CSTUDY") if "Week 1 of 9" in m.get("text", "")]
+
+
+def organizer_dms(app):
+    return [m["text"] for m in app.fake.messages("DUADMIN")]
+
+
+def test_a_permanent_slack_error_fails_the_lesson_at_once_and_says_how_to_fix_it(app):
+    app.clock.set(LESSON_1_DUE)
+    app.fake.set_channel("CSTUDY", is_archived=True)  # archived after the cohort was made
+    report = app.services.deliveries.tick()
+    assert report.failed == ["fastai:1"]
+    status, attempts, note = lesson_row(app)
+    assert (status, attempts) == ("failed", 1) and note.startswith("permanent: ") and shapes.IS_ARCHIVED in note
+    [told] = organizer_dms(app)
+    assert "cannot be posted" in told and "The channel is archived: unarchive it" in told
+    app.clock.advance(timedelta(hours=1))
+    assert app.services.deliveries.tick().failed == []  # never retried
+    assert len(app.fake.calls_to("chat.postMessage")) == 2  # the refused post and the one DM
+
+
+def test_a_refused_post_waits_its_backoff_then_posts_without_reading_history(app):
+    app.clock.set(LESSON_1_DUE)
+    app.fake.fail_next("chat.postMessage", status=200, error="rate_limited_by_workspace_policy")
+    assert app.services.deliveries.tick().posted == []
+    assert lesson_row(app)[0] == "pending" and lesson_row(app)[2].startswith("refused: ")
+    assert app.services.deliveries.tick().posted == []  # at once: still waiting its backoff
+    assert app.services.deliveries.next_due() == LESSON_1_DUE + retry_delay(1)
+    app.clock.advance(retry_delay(1))
+    assert app.services.deliveries.tick().posted == ["fastai:1"]
+    assert not app.fake.calls_to("conversations.history")  # Slack refused it: nothing to look for
+    assert len(lesson_posts(app)) == 1
+
+
+def test_an_unknown_fate_in_a_channel_the_bot_cannot_read_is_rejoined_and_checked(app):
+    app.clock.set(LESSON_1_DUE)
+    app.fake.fail_next("chat.postMessage", status=500, times=4)  # past the client's retries: fate unknown
+    app.services.deliveries.tick()
+    app.fake.set_channel("CSTUDY", is_member=False)  # public: posts still work (chat:write.public), reads do not
+    app.clock.advance(retry_delay(1))
+    assert app.services.deliveries.tick().posted == ["fastai:1"]
+    assert [c.response["error"] for c in app.fake.calls_to("conversations.history") if not c.ok] == ["not_in_channel"]
+    assert app.fake.calls_to("conversations.join")[0].ok
+    assert len(lesson_posts(app)) == 1 and lesson_row(app)[:2] == ("sent", 2)
+
+
+def test_an_unknown_fate_that_cannot_be_checked_waits_without_burning_the_row(app):
+    app.clock.set(LESSON_1_DUE)
+    app.fake.fail_next("chat.postMessage", status=500, times=4)
+    app.services.deliveries.tick()
+    app.fake.set_channel("CSTUDY", is_member=False)
+    app.fake.fail_next("conversations.join", status=200, error=shapes.MISSING_SCOPE, times=10)
+    for attempt in range(2, 9):  # more than MAX_ATTEMPTS: none of them counts as a failure
+        app.clock.advance(retry_delay(attempt - 1))
+        report = app.services.deliveries.tick()
+        assert report.posted == [] and report.failed == []
+        assert lesson_row(app)[0] == "pending" and lesson_row(app)[2].startswith("unknown: ")
+    [told] = organizer_dms(app)  # once, with the fix
+    assert "is waiting" in told and "/invite @studybot" in told
+    assert lesson_posts(app) == []  # never posted blind: the first attempt may have landed
+    app.fake.set_channel("CSTUDY", is_member=True)  # an organizer invited the bot
+    app.clock.advance(retry_delay(8))
+    assert app.services.deliveries.tick().posted == ["fastai:1"]
+    assert len(lesson_posts(app)) == 1
+
+
+def test_a_failing_row_does_not_hold_up_the_others(app):
+    for name, channel in (("second", "CTWO"), ("third", "CTHREE")):
+        app.fake.add_channel(channel, name)
+        slack.slash_command(app.url, SIGNING_SECRET, user_id="UADMIN", response_url=app.fake.response_url(name),
+                            text=CREATE.replace("fastai --channel <#CSTUDY|fastai-study>", f"{name} --channel <#{channel}|{name}>"))
+        app.fake.wait_for("response_url", where=lambda c, n=name: c.args["_name"] == n)
+    app.clock.set(LESSON_1_DUE)
+    app.fake.fail_next("chat.postMessage", status=200, error="ratelimited", times=1)
+    first = app.services.deliveries.tick()
+    assert len(first.posted) == 2  # one refused; the others went out in the same tick
+    app.clock.advance(timedelta(seconds=1))
+    assert app.services.deliveries.tick().posted == []  # the refused one waits; nobody else is held
+    app.clock.advance(retry_delay(1))
+    assert len(app.services.deliveries.tick().posted) == 1

@@ -357,6 +357,12 @@ class FakeSlack:
             self._files[file_id] = info
         return self._public_file(info)
 
+    def set_channel(self, channel_id: str, **fields: Any) -> dict:
+        """Change a known channel, e.g. ``is_member=False`` (the bot was removed) or ``is_archived=True``."""
+        with self._lock:
+            self._channels[channel_id].update(fields)
+            return dict(self._channels[channel_id])
+
     def add_file_object(self, info: dict) -> dict:
         """Register a file object exactly as files.info should answer it (an external file, a
         hidden_by_limit or tombstone file: see tests/support/slack_shapes.py); nothing to download."""
