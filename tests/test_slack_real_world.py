@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
-from studybot.db.models import Delivery, Submission
+from studybot.db.models import Cohort, Delivery, Submission
 from studybot.services.posting import retry_delay
 from studybot.slack import events as slack_events
 from tests.conftest import SIGNING_SECRET
@@ -180,3 +180,55 @@ def test_a_failing_row_does_not_hold_up_the_others(app):
     assert app.services.deliveries.tick().posted == []  # the refused one waits; nobody else is held
     app.clock.advance(retry_delay(1))
     assert len(app.services.deliveries.tick().posted) == 1
+
+
+# ---------------------------------------------------------------------------- cohort channels
+
+
+def create_in(app, channel_markup: str, name: str = "c1"):
+    response = slack.slash_command(app.url, SIGNING_SECRET, user_id="UADMIN", response_url=app.fake.response_url(name),
+                                   text=CREATE.replace("fastai --channel <#CSTUDY|fastai-study>",
+                                                       f"{name} --channel {channel_markup}"))
+    assert response.status_code == 200
+    [answer] = app.fake.wait_for("response_url", where=lambda c: c.args["_name"] == name)
+    return answer.args["text"]
+
+
+def cohort_names(app) -> list[str]:
+    with app.services.db.session() as s:
+        return list(s.scalars(select(Cohort.name).order_by(Cohort.name)))
+
+
+def test_a_public_channel_the_bot_is_not_in_is_joined_when_the_cohort_is_made(app):
+    app.fake.add_channel("CPUB1", "fastai-open", is_member=False)
+    assert "Created *c1*" in create_in(app, "<#CPUB1|fastai-open>")
+    [join] = app.fake.calls_to("conversations.join")
+    assert join.ok and join.args["channel"] == "CPUB1"
+
+
+def test_a_channel_the_bot_may_not_join_is_refused_naming_the_fix(app):
+    app.fake.add_channel("CPUB1", "fastai-open", is_member=False)
+    app.fake.fail_next("conversations.join", status=200, error=shapes.MISSING_SCOPE)
+    assert "I am not in #fastai-open: `/invite @studybot` there, then try again." in create_in(app, "#fastai-open")
+    app.fake.add_channel("GPRIV1", "fastai-private", is_private=True, is_member=False)
+    assert "I am not in #fastai-private: `/invite @studybot`" in create_in(app, "<#GPRIV1|fastai-private>", "c2")
+    assert cohort_names(app) == ["fastai"]
+
+
+def test_an_archived_channel_is_refused(app):
+    shape = shapes.archived_channel()
+    app.fake.add_channel(shape["id"], shape["name"], is_archived=True)
+    for markup, name in ((f"<#{shape['id']}|{shape['name']}>", "c1"), (f"#{shape['name']}", "c2")):
+        assert f"#{shape['name']} is archived: no lesson could be posted there." in create_in(app, markup, name)
+    assert cohort_names(app) == ["fastai"] and not app.fake.calls_to("conversations.join")
+
+
+def test_rescheduling_checks_the_channel_again(app):
+    app.fake.set_channel("CSTUDY", is_member=False, is_private=True)  # the bot was removed from it
+    response = slack.slash_command(app.url, SIGNING_SECRET, user_id="UADMIN", text="cohort reschedule fastai --time 19:00",
+                                   response_url=app.fake.response_url("re"))
+    assert response.status_code == 200
+    [answer] = app.fake.wait_for("response_url")
+    assert "I am not in #fastai-study: `/invite @studybot` there" in answer.args["text"]
+    with app.services.db.session() as s:
+        assert s.scalar(select(Cohort.post_time)) == "18:00"

@@ -135,6 +135,13 @@ class ChannelPacer:
                 self._last[channel] = time.monotonic()
 
 
+def _channel(info: dict[str, Any], fallback_name: str) -> Channel:
+    """A conversations.info / conversations.list channel object as the domain's Channel."""
+    return Channel(info.get("id", ""), info.get("name") or fallback_name, is_member=bool(info.get("is_member", True)),
+                   is_archived=bool(info.get("is_archived")),
+                   is_private=bool(info.get("is_private") or info.get("is_group")))
+
+
 class SlackChat:
     def __init__(self, client: WebClient, post_interval: float = 1.1) -> None:
         self.client = client
@@ -225,10 +232,9 @@ class SlackChat:
         return is_admin
 
     def resolve_channel(self, raw: str) -> Channel:
+        """The channel with the bot's membership and whether it is archived, for the domain to judge."""
         raw = (raw or "").strip()
         escaped = re.fullmatch(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>", raw)
-        if escaped and escaped.group(2):
-            return Channel(escaped.group(1), escaped.group(2))
         channel_id = escaped.group(1) if escaped else (raw if re.fullmatch(r"[CG][A-Z0-9]{2,}", raw) else None)
         if channel_id:
             try:
@@ -236,21 +242,30 @@ class SlackChat:
             except ChatError:
                 raise FieldError("channel", f"I cannot see channel {raw}. Invite me there first (`/invite @studybot`).",
                                  value=raw) from None
-            return Channel(info["id"], info.get("name", channel_id))
+            return _channel(info, fallback_name=(escaped.group(2) if escaped else None) or channel_id)
         name = raw.lstrip("#")
         if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,79}", name):
             raise FieldError("channel", f"Channel {raw!r} is not a channel: use #name, e.g. #fastai-study.", value=raw)
         cursor = None
         while True:
-            page = self._call("conversations_list", types="public_channel,private_channel", exclude_archived=True,
+            # Archived channels too, so that one is refused for what it is rather than "not found".
+            page = self._call("conversations_list", types="public_channel,private_channel", exclude_archived=False,
                               limit=1000, cursor=cursor)
             for channel in page.get("channels", []):
                 if channel.get("name") == name:
-                    return Channel(channel["id"], name)
+                    return _channel(channel, fallback_name=name)
             cursor = (page.get("response_metadata") or {}).get("next_cursor")
             if not cursor:
                 raise FieldError("channel", f"I cannot find #{name}. Check the name; for a private channel, invite me first.",
                                  value=raw)
+
+    def join_channel(self, channel_id: str) -> bool:
+        try:
+            self._call("conversations_join", channel=channel_id)  # needs channels:join; public channels only
+            return True
+        except ChatError as error:
+            log.info("could not join %s: %s", channel_id, error.code or error.message)
+            return False
 
     def post_ephemeral(self, channel_id: str, user_id: str, message: Message) -> None:
         # Not queued behind the channel's pacer: Slack's one-a-second-per-channel limit is chat.postMessage's
