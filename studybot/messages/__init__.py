@@ -2,7 +2,12 @@
 
 A message template defines two blocks: ``text`` (the plain fallback, also what the shell prints)
 and ``blocks`` (a JSON list of Block Kit blocks). A view template (modal, App Home) defines ``view``.
-Wording lives in the templates; code only chooses the template and passes facts."""
+Wording lives in the templates; code only chooses the template and passes facts.
+
+Slack's size limits live in studybot/messages/limits.py. Templates cut their lists with them (the
+``limits`` global, the ``chunks`` and ``clip`` filters, an explicit "…and N more"); ``render`` and
+``render_view`` then enforce them on whatever a template produced, so nothing Slack would refuse
+(``invalid_blocks``) ever leaves here."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from studybot.messages import limits
 from studybot.ports import Message
 
 
@@ -56,6 +62,10 @@ def environment() -> Environment:
     env.filters["mention"] = lambda user_id: f"<@{user_id}>"
     env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
     env.filters["md"] = lambda value: json.dumps(escape_mrkdwn(value), ensure_ascii=False)[1:-1]
+    env.filters["clip"] = limits.clip
+    env.filters["chunks"] = limits.chunks
+    env.globals["limits"] = limits
+    env.globals["more"] = limits.more
     return env
 
 
@@ -74,16 +84,17 @@ def render(kind: str, /, **context: Any) -> Message:
         blocks = json.loads(raw_blocks)
     except json.JSONDecodeError as error:  # a template bug: fail loudly, with the offending JSON
         raise ValueError(f"template {kind}.j2 rendered invalid Block Kit JSON: {error}\n{raw_blocks}") from None
-    return Message(text=text, blocks=blocks)
+    return Message(text=limits.fit_text(text), blocks=limits.fit_blocks(blocks, limits.MESSAGE_BLOCKS_MAX, f"{kind}.j2"))
 
 
 def render_view(kind: str, /, **context: Any) -> dict[str, Any]:
     """Render a view template (modal or App Home) into a Block Kit view object."""
     raw = _render_block(kind, "view", context)
     try:
-        return json.loads(raw)
+        view = json.loads(raw)
     except json.JSONDecodeError as error:
         raise ValueError(f"template {kind}.j2 rendered an invalid view: {error}\n{raw}") from None
+    return limits.fit_view(view, f"{kind}.j2")
 
 
 def render_text(kind: str, /, **context: Any) -> str:
