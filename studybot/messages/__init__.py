@@ -12,6 +12,7 @@ Slack's size limits live in studybot/messages/limits.py. Templates cut their lis
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -46,6 +47,17 @@ def escape_mrkdwn(value: Any) -> str:
     return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+USER_MENTION = re.compile(r"(<@[UW][A-Z0-9]+(?:\|[^<>&]*)?>)")  # <@U123> or <@U123|ada>, as Slack sends them
+
+
+def escape_keeping_mentions(value: Any) -> str:
+    """Like ``escape_mrkdwn``, but a user mention stays a mention: for text a person wrote in Slack
+    where a mention is meant (a disqualification's --reason naming who it was copied from).
+    Everything else stays inert: ``<!channel>``, ``<!here>``, links and channel links included."""
+    parts = USER_MENTION.split(str(value))
+    return "".join(part if i % 2 else escape_mrkdwn(part) for i, part in enumerate(parts))
+
+
 @lru_cache(maxsize=1)
 def environment() -> Environment:
     env = Environment(
@@ -56,6 +68,7 @@ def environment() -> Environment:
         autoescape=False,
     )
     env.filters["mrkdwn"] = escape_mrkdwn
+    env.filters["mrkdwn_mentions"] = escape_keeping_mentions
     env.filters["when"] = when
     env.filters["slackdate"] = slack_date
     env.filters["duration"] = duration
