@@ -5,6 +5,7 @@ tests/support/slack_shapes.py through the real bolt app over HTTP, against the f
 from __future__ import annotations
 
 import logging
+import shlex
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -232,3 +233,62 @@ def test_rescheduling_checks_the_channel_again(app):
     assert "I am not in #fastai-study: `/invite @studybot` there" in answer.args["text"]
     with app.services.db.session() as s:
         assert s.scalar(select(Cohort.post_time)) == "18:00"
+
+
+# ---------------------------------------------------------------------------- escaped text, bots, quotes
+
+
+def study(app, text, user="UADMIN", name="r1"):
+    response = slack.slash_command(app.url, SIGNING_SECRET, text=text, user_id=user,
+                                   response_url=app.fake.response_url(name))
+    assert response.status_code == 200
+    if response.content:
+        return response.json()
+    [answer] = app.fake.wait_for("response_url", where=lambda c: c.args["_name"] == name)
+    return answer.args
+
+
+def test_command_text_is_unescaped_once(app):
+    answer = study(app, shapes.escaped("fr&ob"))  # Slack sends fr&amp;ob
+    assert "I don't know `fr&amp;ob`" in answer["text"]  # escaped once, for display: it reads fr&ob
+    assert "&amp;amp;" not in str(answer)
+    answer = study(app, shapes.escaped("join <fastai>"), user="U2", name="join")
+    assert "There is no cohort named '<fastai>'" in answer["text"]
+
+
+def test_a_mention_in_a_reason_stays_a_mention_and_other_markup_stays_inert():
+    from studybot.commands import parse
+    from studybot.messages import escape_keeping_mentions
+    from studybot.slack.text import unescape
+
+    typed = unescape('--reason "copied from <@U2|bob> &amp; <@U3>, not &lt;!channel&gt;"')
+    reason = parse(shlex.split(typed), {"reason"}).one("reason")
+    assert reason == "copied from <@U2|bob> & <@U3>, not <!channel>"
+    assert escape_keeping_mentions(reason) == "copied from <@U2|bob> &amp; <@U3>, not &lt;!channel&gt;"
+
+
+def test_smart_quotes_from_a_phone_are_read_as_quotes(app):
+    answer = study(app, "cohort reschedule “fastai” --time ‘19:00’")
+    assert "Check your quotes" not in answer["text"] and "19:00" in answer["text"]
+    with app.services.db.session() as s:
+        assert s.scalar(select(Cohort.post_time)) == "19:00"
+
+
+def test_the_bot_does_not_welcome_itself(app, caplog):
+    caplog.set_level(logging.INFO, logger="studybot")
+    assert slack.event(app.url, SIGNING_SECRET, shapes.member_joined_channel("UBOT")).status_code == 200
+    eventually(lambda: any("the bot itself joined CSTUDY" in r.getMessage() for r in caplog.records))
+    slack.event(app.url, SIGNING_SECRET, shapes.member_joined_channel("U2"))
+    [welcome] = app.fake.wait_for("chat.postEphemeral")
+    assert welcome.args["user"] == "U2" and len(app.fake.calls_to("chat.postEphemeral")) == 1
+
+
+@pytest.mark.parametrize("event", [shapes.bot_mention(), shapes.bot_app_mention_with_user()])
+def test_mentions_by_other_bots_are_not_answered(app, caplog, event):
+    caplog.set_level(logging.INFO, logger="studybot")
+    assert slack.event(app.url, SIGNING_SECRET, event).status_code == 200
+    eventually(lambda: any("ignoring a mention by the bot" in r.getMessage() for r in caplog.records))
+    slack.event(app.url, SIGNING_SECRET, {"type": "app_mention", "channel": "CSTUDY", "user": "U1",
+                                          "text": "<@UBOT> help", "ts": "1700000102.000100"})
+    [reply] = app.fake.wait_for("chat.postMessage")
+    assert reply.args["thread_ts"] == "1700000102.000100" and len(app.fake.calls_to("chat.postMessage")) == 1
