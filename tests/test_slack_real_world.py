@@ -292,3 +292,17 @@ def test_mentions_by_other_bots_are_not_answered(app, caplog, event):
                                           "text": "<@UBOT> help", "ts": "1700000102.000100"})
     [reply] = app.fake.wait_for("chat.postMessage")
     assert reply.args["thread_ts"] == "1700000102.000100" and len(app.fake.calls_to("chat.postMessage")) == 1
+
+
+def test_a_bots_message_in_a_dm_is_not_answered(app, caplog):
+    caplog.set_level(logging.DEBUG, logger="studybot")
+    event = shapes.bot_message_in_dm()
+    assert slack.event(app.url, SIGNING_SECRET, event).status_code == 200
+    eventually(lambda: any(f"not a request: message {event['ts']}" in r.getMessage() for r in caplog.records))
+    assert not app.fake.calls_to("chat.postMessage") and submissions(app) == 0
+
+
+def test_a_learner_rescheduling_is_refused_before_any_channel_check(app):
+    answer = study(app, "cohort reschedule fastai --time 19:00", user="U1")
+    assert "Only organizers of fastai can reschedule a cohort" in answer["text"]
+    assert not app.fake.calls_to("conversations.info") and not app.fake.calls_to("conversations.join")

@@ -187,7 +187,9 @@ class Cohorts:
         if not any([weekday, at, tz, start]):
             raise FieldError("weekday", "Nothing to change: give --weekday, --time, --tz or --start.")
         with self.db.session() as s:
-            channel_id = self.get(s, name).channel_id
+            cohort = self.get(s, name)
+            self.require_organizer(user_id, cohort, "reschedule a cohort")  # before any Slack call
+            channel_id = cohort.channel_id
         # Lessons moved to a channel they cannot reach would only fail later, one by one: say so now.
         self.require_postable(self.chat.resolve_channel(channel_id), raw=channel_id)
         with self.db.session() as s:

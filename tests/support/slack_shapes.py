@@ -100,6 +100,14 @@ def bot_app_mention_with_user(channel: str = "CSTUDY", bot_id: str = "BOTHER", u
     }
 
 
+def bot_message_in_dm(user: str = "U1", bot_id: str = "BOTHER") -> dict:
+    """message.im from another app in the DM it shares with a learner (a classic bot: subtype
+    bot_message, ``username``, no ``user``)."""
+    return {"type": "message", "subtype": "bot_message", "channel": f"D{user}", "channel_type": "im",
+            "text": "digits", "ts": "1700000400.000400", "bot_id": bot_id, "username": "otherbot",
+            "bot_profile": {"id": bot_id, "app_id": "AOTHER", "name": "otherbot", "deleted": False, "team_id": TEAM_ID}}
+
+
 def member_joined_channel(user: str, channel: str = "CSTUDY", inviter: str | None = "UADMIN") -> dict:
     """member_joined_channel; when ``user`` is the bot's own user id, it is the bot being added."""
     event = {"type": "member_joined_channel", "user": user, "channel": channel, "channel_type": "C",

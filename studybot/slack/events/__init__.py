@@ -40,8 +40,11 @@ def register(app: App, services: Services) -> None:
             publish_home(services, event["user"])
 
     def direct_message(event, client):
-        if event.get("bot_id") or event.get("subtype") not in (None, "file_share"):
-            return  # our own posts, edits and joins are not requests
+        if is_from_a_bot(event) or event.get("subtype") not in (None, "file_share"):
+            # Our own posts and other bots', edits and joins are not requests (answering a bot risks a loop).
+            log.debug("not a request: message %s (subtype %s, bot %s)", event.get("ts"), event.get("subtype"),
+                      event.get("bot_id"))
+            return
         if event.get("channel_type") != "im":
             return
         if event.get("files"):
