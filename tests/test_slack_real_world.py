@@ -306,3 +306,19 @@ def test_a_learner_rescheduling_is_refused_before_any_channel_check(app):
     answer = study(app, "cohort reschedule fastai --time 19:00", user="U1")
     assert "Only organizers of fastai can reschedule a cohort" in answer["text"]
     assert not app.fake.calls_to("conversations.info") and not app.fake.calls_to("conversations.join")
+
+
+@pytest.mark.parametrize("code, fix", [
+    (shapes.INVALID_BLOCKS, "a bug in studybot"),
+    (shapes.CHANNEL_NOT_FOUND, "The channel was deleted"),
+    (shapes.NOT_IN_CHANNEL, "`/invite @studybot` there"),
+    (shapes.ACCOUNT_INACTIVE, "My Slack account is deactivated"),
+])
+def test_every_permanent_refusal_ends_the_delivery_with_its_reason(app, code, fix):
+    app.clock.set(LESSON_1_DUE)
+    app.fake.fail_next("chat.postMessage", status=200, error=code)
+    assert app.services.deliveries.tick().failed == ["fastai:1"]
+    status, attempts, note = lesson_row(app)
+    assert (status, attempts) == ("failed", 1) and note == f"permanent: Slack refused chat_postMessage: {code}"
+    [told] = organizer_dms(app)
+    assert code in told and fix in told
