@@ -196,7 +196,9 @@ class ExactlyOncePoster:
                 return Outcome("failed", attempts, error=text, code=error.code)
             return Outcome("lost", attempts, error=text, code=error.code)
         # A later claim tries again; unless Slack refused this one, its lookup by tag guards against a
-        # post that did land after all.
+        # post that did land after all. A refusal may be marked "nothing posted" because this attempt
+        # only posted after every earlier one was known not to have landed (it was the first, its
+        # lookup found nothing, or the one before was a refusal too).
         note = text if error.may_have_posted else REFUSED_NOTE + text
         if self._transition(row_id, "sending", "pending", note=note):
             return Outcome("pending", attempts, error=text, code=error.code)
