@@ -322,3 +322,16 @@ def test_every_permanent_refusal_ends_the_delivery_with_its_reason(app, code, fi
     assert (status, attempts) == ("failed", 1) and note == f"permanent: Slack refused chat_postMessage: {code}"
     [told] = organizer_dms(app)
     assert code in told and fix in told
+
+
+def test_a_refused_lookup_does_not_pass_for_a_refused_post(app):
+    app.clock.set(LESSON_1_DUE)
+    app.fake.fail_next("chat.postMessage", status=500, times=4)  # attempt 1: its fate is unknown
+    app.services.deliveries.tick()
+    app.fake.fail_next("conversations.history", status=200, error="ratelimited")  # attempt 2: the lookup is refused
+    app.clock.advance(retry_delay(1))
+    app.services.deliveries.tick()
+    assert lesson_row(app)[0] == "pending" and not lesson_row(app)[2].startswith("refused: ")
+    app.clock.advance(retry_delay(2))
+    assert app.services.deliveries.tick().posted == ["fastai:1"]
+    assert len([c for c in app.fake.calls_to("conversations.history") if c.ok]) == 1  # attempt 3 looked again

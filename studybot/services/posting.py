@@ -168,6 +168,8 @@ class ExactlyOncePoster:
                     ts = self.chat.find_post(channel_id, since=due_at - LOOKUP_SLACK, tag=tag)
                 except HistoryUnreadable as error:
                     return self._unknown(row_id, attempts, error, first=not (note or "").startswith(UNKNOWN_NOTE))
+                except ChatError as error:  # the lookup failed, not a post: the earlier fate is still unknown
+                    return self._after_failure(row_id, attempts, error, earlier_may_have_posted=True)
                 found = ts is not None
             if ts is None:
                 ts = self.chat.post(channel_id, message() if callable(message) else message, tag=tag)
@@ -183,7 +185,8 @@ class ExactlyOncePoster:
                                .values(status="sent", sent_at=self.clock.now(), message_ts=message_ts))
             return result.rowcount == 1
 
-    def _after_failure(self, row_id: int, attempts: int, error: ChatError) -> Outcome:
+    def _after_failure(self, row_id: int, attempts: int, error: ChatError, *,
+                       earlier_may_have_posted: bool = False) -> Outcome:
         text = str(error)
         if error.permanent:
             log.warning("delivery %s failed for good on attempt %d: %s", row_id, attempts, text)
@@ -199,7 +202,7 @@ class ExactlyOncePoster:
         # post that did land after all. A refusal may be marked "nothing posted" because this attempt
         # only posted after every earlier one was known not to have landed (it was the first, its
         # lookup found nothing, or the one before was a refusal too).
-        note = text if error.may_have_posted else REFUSED_NOTE + text
+        note = text if error.may_have_posted or earlier_may_have_posted else REFUSED_NOTE + text
         if self._transition(row_id, "sending", "pending", note=note):
             return Outcome("pending", attempts, error=text, code=error.code)
         return Outcome("lost", attempts, error=text, code=error.code)
