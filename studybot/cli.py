@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "clock":
         from studybot.clock_process import run_clock
 
-        run_clock(services, settings.data_dir / "clock.lock", settings.tick_seconds)
+        run_clock(services, settings.tick_seconds)
         return 0
     from studybot.slack.app import build_app
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         from studybot.clock_process import run_clock
 
         threading.Thread(target=run_clock, name="clock", daemon=True, args=(
-            services, settings.data_dir / "clock.lock", settings.tick_seconds)).start()
+            services, settings.tick_seconds)).start()
         command = "socket" if settings.slack_app_token else "serve"
         args.port, args.host = int(os.environ.get("PORT", "3000")), "0.0.0.0"
     if command == "socket":

@@ -2,7 +2,8 @@
 
 APScheduler is only the ticker. Nothing is pickled into a job store; the truth is the deliveries
 table (see services/posting.py). A second clock process started by mistake waits on a lock
-(PostgreSQL advisory lock, or a file lock beside the SQLite database) and takes over if the first
+(PostgreSQL advisory lock, or a file lock beside the SQLite database file: one lock per database,
+so clocks of two different databases never wait on each other) and takes over if the first
 one dies; even without the lock, the conditional claim keeps every post single."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Iterator
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from studybot.db.engine import Database
 
@@ -26,10 +28,25 @@ CLOCK_LOCK_ID = 0x5709C10C  # PostgreSQL advisory lock key for "the clock proces
 STANDBY_RETRY_SECONDS = 15  # how often a standby clock retries the lock
 
 
+LOCK_SUFFIX = ".clock.lock"  # the SQLite standby lock: studybot.sqlite3 -> studybot.sqlite3.clock.lock
+
+
+def sqlite_lock_path(db: Database) -> Path | None:
+    """The lock file of a SQLite database: beside the database file, so it is per database (a lock in
+    the data directory would make the clocks of two databases there block each other). None for an
+    in-memory database, which no other process can share."""
+    database = make_url(db.url).database
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        return None
+    path = Path(database)
+    return path.with_name(path.name + LOCK_SUFFIX)
+
+
 @contextlib.contextmanager
-def clock_lock(db: Database, lock_path: Path, stop: threading.Event,
-               retry_seconds: float = STANDBY_RETRY_SECONDS) -> Iterator[bool]:
-    """Hold the singleton lock for as long as the block runs; wait for it while another holds it."""
+def clock_lock(db: Database, stop: threading.Event, retry_seconds: float = STANDBY_RETRY_SECONDS) -> Iterator[bool]:
+    """Hold the singleton lock for as long as the block runs; wait for it while another holds it.
+
+    Yields False when ``stop`` was set while standing by (the block should then return at once)."""
     if db.is_postgres:
         connection = db.engine.connect()  # the lock lives as long as this session
         try:
@@ -42,6 +59,10 @@ def clock_lock(db: Database, lock_path: Path, stop: threading.Event,
             yield True
         finally:
             connection.close()
+        return
+    lock_path = sqlite_lock_path(db)
+    if lock_path is None:
+        yield True
         return
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as handle:
@@ -60,11 +81,11 @@ def clock_lock(db: Database, lock_path: Path, stop: threading.Event,
 FEEDBACK_SECONDS = 2  # how often grading progress and results are brought to learners' DMs
 
 
-def run_clock(services, lock_path: Path, tick_seconds: int, stop: threading.Event | None = None) -> None:
+def run_clock(services, tick_seconds: int, stop: threading.Event | None = None) -> None:
     """Tick lesson deliveries and weekly boards every ``tick_seconds``, feedback (and record posts) every 2 s."""
     deliveries, db = services.deliveries, services.db
     stop = stop or threading.Event()
-    with clock_lock(db, lock_path, stop, retry_seconds=min(tick_seconds, STANDBY_RETRY_SECONDS)) as held:
+    with clock_lock(db, stop, retry_seconds=min(tick_seconds, STANDBY_RETRY_SECONDS)) as held:
         if not held:
             return
         log.info("clock started: checking for due lessons every %ss", tick_seconds)

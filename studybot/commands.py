@@ -50,6 +50,16 @@ USAGE = {
 LEADERBOARD_VERBS = frozenset({"leaderboard", "export", "disqualify", "requalify", "regrade", "review", "approve"})
 
 
+# Phones and some keyboards turn typed quotes into typographic ones, which shlex does not know.
+DOUBLE_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‟": '"', "″": '"', "«": '"', "»": '"'})
+SINGLE_QUOTED = re.compile(r"[‘‚‛]([^‘’‚‛]*)’")  # ‘x’: a quoted word; a lone ’ is an apostrophe (don’t)
+
+
+def normalise_quotes(text: str) -> str:
+    """“x” and ‘x’ as "x" and 'x', so that shlex reads them as quotes; ’ inside a word stays as typed."""
+    return SINGLE_QUOTED.sub(r"'\1'", text.translate(DOUBLE_QUOTES))
+
+
 def parse(tokens: list[str], allowed: set[str]) -> Parsed:
     positional, options = [], {}
     i = 0
@@ -110,7 +120,7 @@ class CommandHandler:
 
     def _dispatch(self, text: str, user_id: str) -> Reply:
         try:
-            tokens = shlex.split(text or "")
+            tokens = shlex.split(normalise_quotes(text or ""))
         except ValueError as error:
             raise InputError(f"I could not read that command ({error}). Check your quotes.") from None
         if not tokens or tokens[0] in ("help", "-h", "--help"):

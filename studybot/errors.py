@@ -9,6 +9,7 @@
     ├── Conflict             a duplicate (cohort name, membership)
     ├── PermissionDenied     an organizer command from a non-organizer
     └── ChatError            the chat transport failed after its retries
+        └── HistoryUnreadable  ... to read a channel's history (the bot is not in it)
 
 Every user-facing error carries ``template`` and ``context`` so transports can
 render it through the same Jinja2 templates as any other message.
@@ -61,4 +62,21 @@ class PermissionDenied(StudybotError):
 
 
 class ChatError(StudybotError):
-    """The chat transport failed after its own retries."""
+    """The chat transport failed after its own retries.
+
+    The transport decides what the failure means, so every caller can act on it alike:
+    ``code``: the transport's error code (Slack's ``error``), if it answered one;
+    ``permanent``: the same call will fail again until a person fixes something (the bot was removed
+    from the channel, the channel is archived, the blocks are invalid): do not retry it;
+    ``may_have_posted``: the request may have been carried out although it failed (a timeout, a 5xx);
+    False when the transport answered a refusal, so nothing was posted."""
+
+    def __init__(self, message: str, *, code: str | None = None, permanent: bool = False,
+                 may_have_posted: bool = True, **context: object) -> None:
+        super().__init__(message, **context)
+        self.code, self.permanent, self.may_have_posted = code, permanent, may_have_posted
+
+
+class HistoryUnreadable(ChatError):
+    """The channel's history cannot be read (Slack: not_in_channel), so whether an earlier post
+    landed there cannot be checked. Posting may still work (Slack's chat:write.public)."""

@@ -20,6 +20,9 @@ class Message:
 class Channel:
     id: str
     name: str
+    is_member: bool = True  # the bot is in it (it can read it; posting to a public one works regardless)
+    is_archived: bool = False  # nothing can be posted there
+    is_private: bool = False  # the bot cannot join it on its own: someone must invite it
 
 
 class Chat(Protocol):
@@ -48,6 +51,9 @@ class Chat(Protocol):
 
     def resolve_channel(self, raw: str) -> Channel:
         """Turn what a user typed (#name, <#C123|name>, C123) into a channel; FieldError('channel') if none."""
+
+    def join_channel(self, channel_id: str) -> bool:
+        """Join a public channel; False when the transport cannot (a private channel, a missing scope)."""
 
     def upload_file(self, user_id: str, filename: str, content: bytes, title: str) -> str:
         """Send a file to one user in a direct message (an organizer's CSV export); returns the file's id

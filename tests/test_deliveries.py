@@ -16,6 +16,7 @@ from sqlalchemy import select
 from studybot.bootstrap import build_services
 from studybot.db.engine import Database
 from studybot.db.models import Delivery
+from studybot.services.posting import retry_delay
 from studybot.shell.chat import ShellChat
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -213,7 +214,11 @@ def test_a_failing_channel_is_retried_then_reported(settings, db, clock):
     bot = make(settings, db, clock, chat)
     create(bot)
     clock.set(datetime(2027, 1, 5, 17, tzinfo=timezone.utc))
-    reports = [bot.deliveries.tick() for _ in range(6)]
+    reports = []
+    for attempt in range(1, 7):
+        reports.append(bot.deliveries.tick())
+        assert bot.deliveries.tick().failed == []  # at once: the row waits its backoff, no attempt is burnt
+        clock.advance(retry_delay(attempt))
     assert [r.failed for r in reports] == [[], [], [], [], ["fastai:1"], []]
     [dm] = [p for p in chat.posted if p.channel_id == "@admin"]
     assert "could not be posted" in dm.message.text and "not_in_channel" in dm.message.text and "after 5 attempts" in dm.message.text

@@ -2,17 +2,24 @@
 
 A message template defines two blocks: ``text`` (the plain fallback, also what the shell prints)
 and ``blocks`` (a JSON list of Block Kit blocks). A view template (modal, App Home) defines ``view``.
-Wording lives in the templates; code only chooses the template and passes facts."""
+Wording lives in the templates; code only chooses the template and passes facts.
+
+Slack's size limits live in studybot/messages/limits.py. Templates cut their lists with them (the
+``limits`` global, the ``chunks`` and ``clip`` filters, an explicit "…and N more"); ``render`` and
+``render_view`` then enforce them on whatever a template produced, so nothing Slack would refuse
+(``invalid_blocks``) ever leaves here."""
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from studybot.messages import limits
 from studybot.ports import Message
 
 
@@ -40,6 +47,17 @@ def escape_mrkdwn(value: Any) -> str:
     return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+USER_MENTION = re.compile(r"(<@[UW][A-Z0-9]+(?:\|[^<>&]*)?>)")  # <@U123> or <@U123|ada>, as Slack sends them
+
+
+def escape_keeping_mentions(value: Any) -> str:
+    """Like ``escape_mrkdwn``, but a user mention stays a mention: for text a person wrote in Slack
+    where a mention is meant (a disqualification's --reason naming who it was copied from).
+    Everything else stays inert: ``<!channel>``, ``<!here>``, links and channel links included."""
+    parts = USER_MENTION.split(str(value))
+    return "".join(part if i % 2 else escape_mrkdwn(part) for i, part in enumerate(parts))
+
+
 @lru_cache(maxsize=1)
 def environment() -> Environment:
     env = Environment(
@@ -50,12 +68,17 @@ def environment() -> Environment:
         autoescape=False,
     )
     env.filters["mrkdwn"] = escape_mrkdwn
+    env.filters["mrkdwn_mentions"] = escape_keeping_mentions
     env.filters["when"] = when
     env.filters["slackdate"] = slack_date
     env.filters["duration"] = duration
     env.filters["mention"] = lambda user_id: f"<@{user_id}>"
     env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
     env.filters["md"] = lambda value: json.dumps(escape_mrkdwn(value), ensure_ascii=False)[1:-1]
+    env.filters["clip"] = limits.clip
+    env.filters["chunks"] = limits.chunks
+    env.globals["limits"] = limits
+    env.globals["more"] = limits.more
     return env
 
 
@@ -74,16 +97,17 @@ def render(kind: str, /, **context: Any) -> Message:
         blocks = json.loads(raw_blocks)
     except json.JSONDecodeError as error:  # a template bug: fail loudly, with the offending JSON
         raise ValueError(f"template {kind}.j2 rendered invalid Block Kit JSON: {error}\n{raw_blocks}") from None
-    return Message(text=text, blocks=blocks)
+    return Message(text=limits.fit_text(text), blocks=limits.fit_blocks(blocks, limits.MESSAGE_BLOCKS_MAX, f"{kind}.j2"))
 
 
 def render_view(kind: str, /, **context: Any) -> dict[str, Any]:
     """Render a view template (modal or App Home) into a Block Kit view object."""
     raw = _render_block(kind, "view", context)
     try:
-        return json.loads(raw)
+        view = json.loads(raw)
     except json.JSONDecodeError as error:
         raise ValueError(f"template {kind}.j2 rendered an invalid view: {error}\n{raw}") from None
+    return limits.fit_view(view, f"{kind}.j2")
 
 
 def render_text(kind: str, /, **context: Any) -> str:

@@ -21,7 +21,7 @@ from studybot.curricula import Curriculum, Lesson, get_curriculum
 from studybot.db.engine import Database
 from studybot.db.models import Cohort, CohortOrganizer, Delivery, Membership, Submission
 from studybot.errors import Conflict, FieldError, NotFound, PermissionDenied, StudybotError
-from studybot.ports import Chat
+from studybot.ports import Channel, Chat
 from studybot.services import validation, weekly_slots
 
 DEFAULT_CURRICULUM = "fastai-part1-2022"
@@ -117,6 +117,7 @@ class Cohorts:
         target = self.chat.resolve_channel(channel)
         if start_day < self.clock.now().astimezone(zone).date() - timedelta(days=1):
             raise FieldError("start", f"Start date {start_day.isoformat()} is in the past.", value=start)
+        self.require_postable(target, raw=channel)
         now = self.clock.now()
         with self.db.session() as s:
             if self._find(s, name) is not None:
@@ -187,6 +188,12 @@ class Cohorts:
             raise FieldError("weekday", "Nothing to change: give --weekday, --time, --tz or --start.")
         with self.db.session() as s:
             cohort = self.get(s, name)
+            self.require_organizer(user_id, cohort, "reschedule a cohort")  # before any Slack call
+            channel_id = cohort.channel_id
+        # Lessons moved to a channel they cannot reach would only fail later, one by one: say so now.
+        self.require_postable(self.chat.resolve_channel(channel_id), raw=channel_id)
+        with self.db.session() as s:
+            cohort = self.get(s, name)
             self.require_organizer(user_id, cohort, "reschedule a cohort")
             new_weekday = validation.weekday(weekday) if weekday else cohort.weekday
             new_time = validation.post_time(at) if at else _parse_hhmm(cohort.post_time)
@@ -198,6 +205,21 @@ class Cohorts:
             not_before = max(cohort.start_date, self.clock.now().astimezone(new_zone).date())
             self._plan(s, cohort, weekly_slots.first_slot_after(self.clock.now(), new_weekday, new_time, new_zone, not_before))
             return self._view(s, cohort)
+
+    def require_postable(self, channel: Channel, raw: str) -> None:
+        """FieldError('channel') unless lessons can be posted there and their delivery checked.
+
+        An archived channel takes no posts. A channel the bot is not in takes posts (a public one, through
+        chat:write.public) but cannot be read, so a retried post could not be checked: the bot joins a
+        public channel itself, and asks to be invited to a private one (or when it may not join)."""
+        if channel.is_archived:
+            raise FieldError("channel", f"#{channel.name} is archived: no lesson could be posted there. "
+                             "Pick another channel, or unarchive it first.", value=raw)
+        if channel.is_member:
+            return
+        if channel.is_private or not self.chat.join_channel(channel.id):
+            raise FieldError("channel", f"I am not in #{channel.name}: `/invite @studybot` there, then try again.",
+                             value=raw)
 
     # ---- learner commands ------------------------------------------------------------------
 

@@ -6,6 +6,12 @@ claim -> look up -> post -> mark machine that makes each post go out once is ser
 (``ExactlyOncePoster``); this module decides what is due and what it means:
 - a lesson found too late (past the grace) is skipped and the organizers are told, once;
 - a lesson that still fails after MAX_ATTEMPTS is failed and the organizers are told, once;
+- a lesson Slack refuses for good (bot removed, channel archived: ChatError.permanent) is failed at
+  its first such answer, and the organizers are told what to fix, once;
+- a lesson whose earlier attempt cannot be checked (the bot cannot read the channel) waits, and the
+  organizers are told, once, that `/invite @studybot` lets it go out;
+- a row that failed waits its backoff (services/posting.py ``next_attempt_at``) and rows are tried in
+  the order they became due again, so failing rows cannot starve the others;
 - a reminder claims each recipient before its DM, so a retried reminder never DMs anyone twice.
 Other kinds of rows in the same table (weekly boards, records) are never picked up here.
 """
@@ -27,7 +33,7 @@ from studybot.errors import ChatError
 from studybot.messages import render
 from studybot.ports import Chat
 from studybot.services.cohorts import Cohorts
-from studybot.services.posting import ExactlyOncePoster
+from studybot.services.posting import ExactlyOncePoster, next_attempt_at
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +57,26 @@ class Deliveries:
 
     def next_due(self) -> datetime | None:
         with self.db.session() as s:
-            return s.scalar(select(Delivery.due_at).join(Cohort).where(
-                Delivery.status == "pending", Delivery.kind.in_(KINDS), Cohort.status == "active",
-            ).order_by(Delivery.due_at).limit(1))
+            rows = s.execute(select(Delivery.due_at, Delivery.claimed_at, Delivery.attempts).join(Cohort).where(
+                Delivery.status == "pending", Delivery.kind.in_(KINDS), Cohort.status == "active")).all()
+        return min((next_attempt_at(*row) for row in rows), default=None)
+
+    def _due(self, now: datetime) -> list[tuple[int, str]]:
+        """Pending rows whose time (due, or due again after a failure's backoff) has come, earliest first."""
+        with self.db.session() as s:
+            rows = s.execute(select(Delivery.id, Delivery.kind, Delivery.due_at, Delivery.claimed_at,
+                                    Delivery.attempts, Delivery.position).join(Cohort).where(
+                Delivery.status == "pending", Delivery.kind.in_(KINDS), Delivery.due_at <= now,
+                Cohort.status == "active")).all()
+        timed = [(next_attempt_at(due_at, claimed_at, attempts), position, kind, row_id)
+                 for row_id, kind, due_at, claimed_at, attempts, position in rows]
+        return [(row_id, kind) for at, _, kind, row_id in sorted(timed) if at <= now]
 
     def tick(self) -> TickReport:
         now = self.clock.now()
         report = TickReport()
         self.poster.release_stuck(KINDS)
-        with self.db.session() as s:
-            due = s.execute(select(Delivery.id, Delivery.kind).join(Cohort).where(
-                Delivery.status == "pending", Delivery.kind.in_(KINDS), Delivery.due_at <= now,
-                Cohort.status == "active",
-            ).order_by(Delivery.due_at, Delivery.position, Delivery.kind)).all()
-        for delivery_id, kind in due:
+        for delivery_id, kind in self._due(now):
             try:
                 if kind == "lesson":
                     self._deliver_lesson(delivery_id, now, report)
@@ -102,7 +114,10 @@ class Deliveries:
             elif outcome.status == "failed":
                 report.failed.append(key)
                 s.refresh(delivery)  # the message says how many attempts were made
-                self._tell_organizers(cohort, "delivery_failed", delivery=delivery, error=outcome.error)
+                self._tell_organizers(cohort, "delivery_failed", delivery=delivery, error=outcome.error,
+                                      permanent=outcome.permanent, code=outcome.code)
+            elif outcome.first_unknown:
+                self._tell_organizers(cohort, "delivery_unverifiable", delivery=delivery, error=outcome.error)
 
     # ---- reminders -------------------------------------------------------------------------
 
@@ -137,8 +152,9 @@ class Deliveries:
                 try:
                     self.chat.dm(user_id, render("reminder", cohort=view, lesson=lesson, slot=slot, user_id=user_id))
                     report.reminded.append(f"{cohort.name}:{lesson.key}:{user_id}")
-                except ChatError:
-                    log.warning("reminder DM to %s for %s lesson %s failed", user_id, cohort.name, lesson.key)
+                except ChatError as error:  # that member is not reminded; the claim keeps it from repeating
+                    log.warning("reminder DM to %s for %s lesson %s failed: %s", user_id, cohort.name, lesson.key,
+                                error.message)
             s.commit()
         self.poster.mark_sent(delivery_id)
 
@@ -151,5 +167,5 @@ class Deliveries:
         for organizer in cohort.organizers:
             try:
                 self.chat.dm(organizer.user_id, message)
-            except ChatError:
-                log.warning("could not tell organizer %s about %s", organizer.user_id, template)
+            except ChatError as error:
+                log.warning("could not tell organizer %s about %s: %s", organizer.user_id, template, error.message)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
+from studybot.db.models import Submission
 from studybot.errors import StudybotError
 from studybot.messages import render
 from studybot.ports import Chat
@@ -58,6 +61,12 @@ class Intake:
         message_id = self.chat.post(channel, message)
         self.submissions.attach_message(submission.id, channel, message_id, "queued")
         return IntakeOutcome(QUEUED, submission_id=submission.id, message_id=message_id)
+
+    def already_taken(self, upload_id: str) -> bool:
+        """Whether this upload (Slack's file id) is a submission already: asked before fetching it, so
+        the file_shared twin of an upload, or a retried event, never downloads the notebook again."""
+        with self.submissions.db.session() as s:
+            return s.scalar(select(Submission.id).where(Submission.slack_file_id == upload_id).limit(1)) is not None
 
     def refuse(self, user_id: str, error: StudybotError) -> IntakeOutcome:
         """Tell the learner why a notebook was not taken (also for one the transport could not fetch)."""

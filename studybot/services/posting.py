@@ -8,6 +8,8 @@ UNIQUE(cohort_id, lesson_key, kind); the database, not the process, knows what w
     pending --claim--> sending --post, mark--> sent
        ^                  |
        +---- ChatError ---+---- ChatError on attempt MAX_ATTEMPTS --> failed
+       |                  +---- a permanent ChatError (not_in_channel, is_archived...) --> failed at once
+       +-- history unreadable: an earlier post's fate cannot be checked (not counted as a failure)
     pending --skip--> skipped        (the caller's call: too late, nothing to say)
     pending --give_up--> failed      (the caller's call: it can no longer be posted)
     sending, claimed over STUCK_AFTER ago --release_stuck--> pending   (its process died mid-post)
@@ -18,7 +20,17 @@ Why it holds across crashes and racing processes:
   committed transaction, so other processes see the claim before the post is attempted;
 - an attempt after the first may follow one that posted and died before marking: it first looks the
   post up in the channel by its tag (the row's id, see ``tag``) and only posts if it is not there;
+- that lookup is only needed when the earlier attempt may have posted: a refusal Slack answered
+  (ChatError.may_have_posted False) posted nothing, so the next attempt posts without looking;
+- when the lookup is needed but the channel cannot be read (HistoryUnreadable: Slack lets a bot post
+  to a public channel it is not in, never read it), the row goes back to pending, marked UNKNOWN, and
+  is retried after its backoff: it is never posted blind (that could post twice) and never failed for
+  it (Slack is healthy); the caller's grace ends it if nobody lets the bot read the channel in time;
 - the caller decides what a row means (which template, skip or not); this module only moves states.
+
+Retries wait: a row that failed becomes due again ``retry_delay(attempts)`` after its last claim
+(``next_attempt_at``), so a failing row cannot crowd out the others in a tick; tickers order their
+rows by it.
 """
 
 from __future__ import annotations
@@ -35,7 +47,7 @@ from sqlalchemy.exc import IntegrityError
 
 from studybot.db.engine import Database
 from studybot.db.models import Delivery
-from studybot.errors import ChatError
+from studybot.errors import ChatError, HistoryUnreadable
 from studybot.ports import Chat, Message
 from studybot.time_source import Clock
 
@@ -44,6 +56,33 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5  # post attempts before a row is marked failed
 STUCK_AFTER = timedelta(minutes=5)  # a 'sending' row claimed longer ago than this belongs to a process that died
 LOOKUP_SLACK = timedelta(minutes=1)  # the channel is searched from this long before the row's due time
+RETRY_BASE_DELAY = timedelta(seconds=30)  # the wait after a row's first failed attempt; doubles with each
+RETRY_MAX_DELAY = timedelta(minutes=15)  # the longest wait between two attempts of one row
+# Notes that say what the last attempt left behind; a note without one of them means "may have posted".
+REFUSED_NOTE = "refused: "  # Slack answered a refusal: nothing was posted, the next attempt need not look
+UNKNOWN_NOTE = "unknown: "  # an earlier attempt may have posted and the channel cannot be read to check
+PERMANENT_NOTE = "permanent: "  # failed at once: the same post cannot succeed until a person fixes something
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """How long a row waits after its ``attempts``-th attempt failed: exponential, capped."""
+    if attempts <= 0:
+        return timedelta(0)
+    return min(RETRY_BASE_DELAY * 2 ** (attempts - 1), RETRY_MAX_DELAY)
+
+
+def next_attempt_at(due_at: datetime, claimed_at: datetime | None, attempts: int) -> datetime:
+    """When a pending row may be claimed (again): its due time, or its last claim plus the backoff."""
+    if attempts <= 0 or claimed_at is None:
+        return due_at
+    return max(due_at, _aware_like(claimed_at, due_at) + retry_delay(attempts))
+
+
+def _aware_like(value: datetime, like: datetime) -> datetime:
+    # SQLite hands back naive datetimes for timezone-aware columns: read them as UTC, like the rest.
+    if value.tzinfo is None and like.tzinfo is not None:
+        return value.replace(tzinfo=like.tzinfo)
+    return value
 
 
 @dataclass(frozen=True)
@@ -56,6 +95,10 @@ class Outcome:
     message_ts: str | None = None
     error: str | None = None
     found: bool = False  # the post was already in the channel: an earlier attempt had landed
+    permanent: bool = False  # failed at once: Slack refuses this post until a person fixes something
+    unknown: bool = False  # pending: an earlier attempt's fate cannot be checked (the channel is unreadable)
+    first_unknown: bool = False  # ... and this attempt is the first to find that out (tell someone once)
+    code: str | None = None  # the transport's error code, if any (Slack's ``error``)
 
 
 class ExactlyOncePoster:
@@ -110,22 +153,28 @@ class ExactlyOncePoster:
 
         ``message`` may be a callable, so nothing is rendered when an earlier attempt's post is found."""
         with self.db.session() as s:
-            row = s.execute(select(Delivery.attempts, Delivery.due_at).where(
+            row = s.execute(select(Delivery.attempts, Delivery.due_at, Delivery.note).where(
                 Delivery.id == row_id, Delivery.status == "sending", Delivery.claimed_by == self.worker_id)).first()
         if row is None:
             return Outcome("lost")
-        attempts, due_at = row
+        attempts, due_at, note = row
         tag = self.tag(row_id)
         found = False
         try:
             ts = None
-            if attempts > 1:  # an earlier attempt may have posted before it failed or died
-                ts = self.chat.find_post(channel_id, since=due_at - LOOKUP_SLACK, tag=tag)
+            # An earlier attempt may have posted before it failed or died, unless Slack refused it.
+            if attempts > 1 and not (note or "").startswith(REFUSED_NOTE):
+                try:
+                    ts = self.chat.find_post(channel_id, since=due_at - LOOKUP_SLACK, tag=tag)
+                except HistoryUnreadable as error:
+                    return self._unknown(row_id, attempts, error, first=not (note or "").startswith(UNKNOWN_NOTE))
+                except ChatError as error:  # the lookup failed, not a post: the earlier fate is still unknown
+                    return self._after_failure(row_id, attempts, error, earlier_may_have_posted=True)
                 found = ts is not None
             if ts is None:
                 ts = self.chat.post(channel_id, message() if callable(message) else message, tag=tag)
         except ChatError as error:
-            return self._after_failure(row_id, attempts, str(error))
+            return self._after_failure(row_id, attempts, error)
         self.mark_sent(row_id, ts)
         return Outcome("sent", attempts, message_ts=ts, found=found)
 
@@ -136,15 +185,35 @@ class ExactlyOncePoster:
                                .values(status="sent", sent_at=self.clock.now(), message_ts=message_ts))
             return result.rowcount == 1
 
-    def _after_failure(self, row_id: int, attempts: int, error: str) -> Outcome:
+    def _after_failure(self, row_id: int, attempts: int, error: ChatError, *,
+                       earlier_may_have_posted: bool = False) -> Outcome:
+        text = str(error)
+        if error.permanent:
+            log.warning("delivery %s failed for good on attempt %d: %s", row_id, attempts, text)
+            if self._transition(row_id, "sending", "failed", note=PERMANENT_NOTE + text):
+                return Outcome("failed", attempts, error=text, permanent=True, code=error.code)
+            return Outcome("lost", attempts, error=text, code=error.code)
         if attempts >= self.max_attempts:
-            if self._transition(row_id, "sending", "failed", note=error):
-                return Outcome("failed", attempts, error=error)
-            return Outcome("lost", attempts, error=error)
-        # A later claim tries again; its lookup by tag guards against a post that did land after all.
-        if self._transition(row_id, "sending", "pending", note=error):
-            return Outcome("pending", attempts, error=error)
-        return Outcome("lost", attempts, error=error)
+            log.warning("delivery %s failed after %d attempts: %s", row_id, attempts, text)
+            if self._transition(row_id, "sending", "failed", note=text):
+                return Outcome("failed", attempts, error=text, code=error.code)
+            return Outcome("lost", attempts, error=text, code=error.code)
+        # A later claim tries again; unless Slack refused this one, its lookup by tag guards against a
+        # post that did land after all. A refusal may be marked "nothing posted" because this attempt
+        # only posted after every earlier one was known not to have landed (it was the first, its
+        # lookup found nothing, or the one before was a refusal too).
+        note = text if error.may_have_posted or earlier_may_have_posted else REFUSED_NOTE + text
+        if self._transition(row_id, "sending", "pending", note=note):
+            return Outcome("pending", attempts, error=text, code=error.code)
+        return Outcome("lost", attempts, error=text, code=error.code)
+
+    def _unknown(self, row_id: int, attempts: int, error: ChatError, *, first: bool) -> Outcome:
+        """Back to pending without counting as a failure: Slack may be healthy, we only cannot look."""
+        text = str(error)
+        log.warning("delivery %s: cannot check whether an earlier attempt posted (%s); retrying later", row_id, text)
+        if self._transition(row_id, "sending", "pending", note=UNKNOWN_NOTE + text):
+            return Outcome("pending", attempts, error=text, unknown=True, first_unknown=first, code=error.code)
+        return Outcome("lost", attempts, error=text, code=error.code)
 
     # ---- the caller's decisions --------------------------------------------------------------
 

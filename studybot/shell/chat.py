@@ -97,6 +97,9 @@ class ShellChat:
                              value=raw)
         return Channel(id=name, name=name)
 
+    def join_channel(self, channel_id: str) -> bool:
+        return True  # the shell's channels are only names: the bot is in every one
+
     def post_ephemeral(self, channel_id: str, user_id: str, message: Message) -> None:
         """Printed like a post, marked as seen by one member only; not remembered (it cannot be found later)."""
         stamp = self.clock.now().strftime("%a %d %b %Y %H:%M UTC")

@@ -19,7 +19,7 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 from slack_sdk.http_retry.jitter import Jitter
 
-from studybot.errors import ChatError, FieldError
+from studybot.errors import ChatError, FieldError, HistoryUnreadable
 from studybot.ports import Channel, Message
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,15 @@ HISTORY_PAGES = 5  # conversations.history pages searched when reconciling a pos
 # "studybot_leaderboard"; find_post still recognises those as the tag "delivery:17".
 METADATA_TYPE = "studybot_delivery"
 LEGACY_METADATA_TYPES = (METADATA_TYPE, "studybot_leaderboard")
+
+# Slack error codes after which the same call fails again until a person fixes something: retrying
+# them only burns attempts and hides the reason. Every caller reads ChatError.permanent, decided here.
+PERMANENT_ERRORS = frozenset({
+    "invalid_blocks", "invalid_blocks_format", "msg_too_long",  # our message: a bug, it never goes out
+    "channel_not_found", "is_archived", "not_in_channel",  # the channel: deleted, archived, bot removed
+    "account_inactive", "invalid_auth", "token_revoked", "not_authed",  # the bot (or the DM's user) is gone
+    "restricted_action", "cannot_dm_bot", "user_not_found",
+})
 
 
 def tag_metadata(tag: str | None) -> dict[str, Any] | None:
@@ -126,6 +135,13 @@ class ChannelPacer:
                 self._last[channel] = time.monotonic()
 
 
+def _channel(info: dict[str, Any], fallback_name: str) -> Channel:
+    """A conversations.info / conversations.list channel object as the domain's Channel."""
+    return Channel(info.get("id", ""), info.get("name") or fallback_name, is_member=bool(info.get("is_member", True)),
+                   is_archived=bool(info.get("is_archived")),
+                   is_private=bool(info.get("is_private") or info.get("is_group")))
+
+
 class SlackChat:
     def __init__(self, client: WebClient, post_interval: float = 1.1) -> None:
         self.client = client
@@ -136,8 +152,13 @@ class SlackChat:
         try:
             return getattr(self.client, method)(**kwargs)
         except SlackApiError as error:
-            raise ChatError(f"Slack refused {method}: {error.response.get('error', 'unknown error')}",
-                            slack_error=error.response.get("error")) from None
+            code = error.response.get("error")
+            # An answer with an error code (HTTP 200 ok:false, or a 429 after the retries) is a refusal:
+            # nothing happened. A 5xx may have been carried out before the server failed.
+            refused = code is not None and error.response.status_code < 500
+            raise ChatError(f"Slack refused {method}: {code or 'unknown error'}", code=code,
+                            permanent=code in PERMANENT_ERRORS, may_have_posted=not refused,
+                            slack_error=code) from None
         except SlackClientError as error:
             raise ChatError(f"Slack could not be reached for {method}: {type(error).__name__}") from None
 
@@ -158,6 +179,25 @@ class SlackChat:
         return self._call("conversations_open", users=user_id)["channel"]["id"]
 
     def find_post(self, channel_id: str, *, since: datetime, tag: str) -> str | None:
+        """HistoryUnreadable when the bot cannot read the channel and cannot join it either.
+
+        A bot posts to a public channel it is not in (chat:write.public) but cannot read it
+        (not_in_channel): it joins it (channels:join) and reads again; a private channel needs an invite."""
+        try:
+            return self._find_post(channel_id, since=since, tag=tag)
+        except ChatError as error:
+            if error.code != "not_in_channel":
+                raise
+        try:
+            self._call("conversations_join", channel=channel_id)
+            log.info("joined %s to read its history", channel_id)
+            return self._find_post(channel_id, since=since, tag=tag)
+        except ChatError as error:
+            raise HistoryUnreadable(f"Slack will not let me read the channel ({error.code or error.message}); "
+                                    "invite me there: /invite @studybot", code=error.code, permanent=True,
+                                    may_have_posted=False) from None
+
+    def _find_post(self, channel_id: str, *, since: datetime, tag: str) -> str | None:
         cursor = None
         for _ in range(HISTORY_PAGES):
             page = self._call("conversations_history", channel=channel_id, oldest=f"{since.timestamp():.6f}",
@@ -192,10 +232,9 @@ class SlackChat:
         return is_admin
 
     def resolve_channel(self, raw: str) -> Channel:
+        """The channel with the bot's membership and whether it is archived, for the domain to judge."""
         raw = (raw or "").strip()
         escaped = re.fullmatch(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>", raw)
-        if escaped and escaped.group(2):
-            return Channel(escaped.group(1), escaped.group(2))
         channel_id = escaped.group(1) if escaped else (raw if re.fullmatch(r"[CG][A-Z0-9]{2,}", raw) else None)
         if channel_id:
             try:
@@ -203,21 +242,30 @@ class SlackChat:
             except ChatError:
                 raise FieldError("channel", f"I cannot see channel {raw}. Invite me there first (`/invite @studybot`).",
                                  value=raw) from None
-            return Channel(info["id"], info.get("name", channel_id))
+            return _channel(info, fallback_name=(escaped.group(2) if escaped else None) or channel_id)
         name = raw.lstrip("#")
         if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,79}", name):
             raise FieldError("channel", f"Channel {raw!r} is not a channel: use #name, e.g. #fastai-study.", value=raw)
         cursor = None
         while True:
-            page = self._call("conversations_list", types="public_channel,private_channel", exclude_archived=True,
+            # Archived channels too, so that one is refused for what it is rather than "not found".
+            page = self._call("conversations_list", types="public_channel,private_channel", exclude_archived=False,
                               limit=1000, cursor=cursor)
             for channel in page.get("channels", []):
                 if channel.get("name") == name:
-                    return Channel(channel["id"], name)
+                    return _channel(channel, fallback_name=name)
             cursor = (page.get("response_metadata") or {}).get("next_cursor")
             if not cursor:
                 raise FieldError("channel", f"I cannot find #{name}. Check the name; for a private channel, invite me first.",
                                  value=raw)
+
+    def join_channel(self, channel_id: str) -> bool:
+        try:
+            self._call("conversations_join", channel=channel_id)  # needs channels:join; public channels only
+            return True
+        except ChatError as error:
+            log.info("could not join %s: %s", channel_id, error.code or error.message)
+            return False
 
     def post_ephemeral(self, channel_id: str, user_id: str, message: Message) -> None:
         # Not queued behind the channel's pacer: Slack's one-a-second-per-channel limit is chat.postMessage's

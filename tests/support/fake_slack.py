@@ -311,7 +311,10 @@ class FakeSlack:
             self._users[user_id] = user
         return user
 
-    def add_channel(self, channel_id: str, name: str, *, is_private: bool = False) -> dict:
+    def add_channel(self, channel_id: str, name: str, *, is_private: bool = False, is_member: bool = True,
+                    is_archived: bool = False) -> dict:
+        """A channel; ``is_member=False``: the bot is not in it (history answers not_in_channel, posts need
+        chat:write.public), ``is_archived=True``: posts and joins answer is_archived."""
         channel = {
             "id": channel_id,
             "name": name,
@@ -321,9 +324,9 @@ class FakeSlack:
             "is_im": False,
             "is_mpim": False,
             "is_private": is_private,
-            "is_archived": False,
+            "is_archived": is_archived,
             "is_general": name == "general",
-            "is_member": True,
+            "is_member": is_member,
             "created": 1700000000,
             "creator": BOT_USER_ID,
             "context_team_id": TEAM_ID,
@@ -353,6 +356,19 @@ class FakeSlack:
             info["_content"] = content
             self._files[file_id] = info
         return self._public_file(info)
+
+    def set_channel(self, channel_id: str, **fields: Any) -> dict:
+        """Change a known channel, e.g. ``is_member=False`` (the bot was removed) or ``is_archived=True``."""
+        with self._lock:
+            self._channels[channel_id].update(fields)
+            return dict(self._channels[channel_id])
+
+    def add_file_object(self, info: dict) -> dict:
+        """Register a file object exactly as files.info should answer it (an external file, a
+        hidden_by_limit or tombstone file: see tests/support/slack_shapes.py); nothing to download."""
+        with self._lock:
+            self._files[info["id"]] = copy.deepcopy(info)
+        return copy.deepcopy(info)
 
     # ------------------------------------------------------------------ assertions
     @property
@@ -628,6 +644,9 @@ class FakeSlack:
             return {"ok": False, "error": "no_text"}
         channel = self._resolve_channel(channel)
         with self._lock:
+            known = self._channels.get(channel)
+            if known is not None and known["is_archived"]:
+                return {"ok": False, "error": "is_archived"}
             ts = self._next_ts()
             message = {
                 "type": "message",
@@ -716,6 +735,10 @@ class FakeSlack:
         except ValueError:
             limit = 100
         with self._lock:
+            known = self._channels.get(channel)
+            if known is not None and not known["is_member"]:
+                # A bot may post to a public channel it is not in (chat:write.public), never read it.
+                return {"ok": False, "error": "not_in_channel"}
             stored = [dict(m) for m in self._history.get(self._resolve_channel(channel), [])]
         selected = []
         for message in reversed(stored):
@@ -765,9 +788,29 @@ class FakeSlack:
             return {"ok": False, "error": "channel_not_found"}
         return {"ok": True, "channel": dict(channel)}
 
+    def _api_conversations_join(self, args: dict) -> dict:
+        """Join a public channel (scope channels:join; inject missing_scope with fail_next)."""
+        channel_id = args.get("channel") or ""
+        with self._lock:
+            channel = self._channels.get(channel_id)
+            if channel is None:
+                return {"ok": False, "error": "channel_not_found"}
+            if channel["is_archived"]:
+                return {"ok": False, "error": "is_archived"}
+            if channel["is_private"]:
+                return {"ok": False, "error": "method_not_supported_for_channel_type"}
+            already = channel["is_member"]
+            channel["is_member"] = True
+            answer: dict[str, Any] = {"ok": True, "channel": dict(channel)}
+        if already:
+            answer["warning"] = "already_in_channel"
+            answer["response_metadata"] = {"warnings": ["already_in_channel"]}
+        return answer
+
     def _api_conversations_list(self, args: dict) -> dict:
         with self._lock:
-            channels = [dict(c) for c in self._channels.values()]
+            channels = [dict(c) for c in self._channels.values()
+                        if not (c["is_archived"] and _truthy(args.get("exclude_archived", False)))]
         return {"ok": True, "channels": channels, "response_metadata": {"next_cursor": ""}}
 
     def _api_users_info(self, args: dict) -> dict:

@@ -10,13 +10,14 @@ from studybot.bootstrap import Services
 from studybot.curricula import load_curricula
 from studybot.messages import render_view
 from studybot.slack.reply import respond_with
+from studybot.slack.text import unescape
 
 log = logging.getLogger(__name__)
 
 
 def register(app: App, services: Services) -> None:
     def study(ack, command, respond, client):
-        text = command.get("text", "")
+        text = unescape(command.get("text", ""))  # Slack's &amp; &lt; &gt;: the domain sees what was typed
         if services.commands.answers_from_database(text):
             # A few milliseconds of database work: answer in the ack itself, no second round trip.
             message = services.reply_cache.answer(text, command["user_id"])

@@ -12,11 +12,26 @@ from studybot.bootstrap import Services
 from studybot.messages import render
 from studybot.slack.home import publish_home
 from studybot.slack.listener_errors import chat_errors_logged
+from studybot.slack.text import unescape
 from studybot.slack.uploads import take_upload
 
 log = logging.getLogger(__name__)
 
 FILE_SHARED_GRACE_SECONDS = 2.0  # how long file_shared waits for the richer message event
+
+
+def is_from_a_bot(event: dict) -> bool:
+    """A post by an app: classic bots have subtype bot_message, modern ones a bot_id (and bot_profile)."""
+    return bool(event.get("bot_id") or event.get("bot_profile") or event.get("subtype") == "bot_message")
+
+
+def own_user_ids(body: dict, context) -> set[str]:
+    """The bot's own user id: bolt learns it from auth.test once (context.bot_user_id); the event's
+    ``authorizations`` name it too, so it is known even before that."""
+    ids = {a.get("user_id") for a in body.get("authorizations") or [] if a.get("is_bot")}
+    if context.get("bot_user_id"):
+        ids.add(context["bot_user_id"])
+    return ids - {None}
 
 
 def register(app: App, services: Services) -> None:
@@ -25,26 +40,37 @@ def register(app: App, services: Services) -> None:
             publish_home(services, event["user"])
 
     def direct_message(event, client):
-        if event.get("bot_id") or event.get("subtype") not in (None, "file_share"):
-            return  # our own posts, edits and joins are not requests
+        if is_from_a_bot(event) or event.get("subtype") not in (None, "file_share"):
+            # Our own posts and other bots', edits and joins are not requests (answering a bot risks a loop).
+            log.debug("not a request: message %s (subtype %s, bot %s)", event.get("ts"), event.get("subtype"),
+                      event.get("bot_id"))
+            return
         if event.get("channel_type") != "im":
             return
         if event.get("files"):
             for shared in event["files"]:
                 with chat_errors_logged(f"answer the upload {shared['id']} of {event['user']}"):
-                    take_upload(services, client, event["user"], shared["id"], event.get("text"))
+                    take_upload(services, client, event["user"], shared["id"], unescape(event.get("text")))
             return
         with chat_errors_logged(f"point {event.get('user')} at the commands"):
             services.chat.post(event["channel"], render("dm_help"))
 
     def app_mention(event):
+        if is_from_a_bot(event):
+            # Another app mentioning us (a digest, a bridge, a bot that answers mentions): answering
+            # could start a loop of bots answering each other. People are answered below.
+            log.info("ignoring a mention by the bot %s", event.get("bot_id") or event.get("username"))
+            return
         # Through the Chat port rather than bolt's say(): the reply lands in a cohort channel, where it
         # must keep the channel's pace with the lesson posts.
         with chat_errors_logged(f"answer a mention in {event.get('channel')}"):
             services.chat.reply_in_thread(event["channel"], event.get("thread_ts") or event.get("ts"),
                                           render("help", unknown=None, organizer=False))
 
-    def member_joined_channel(event):
+    def member_joined_channel(event, body, context):
+        if event.get("user") in own_user_ids(body, context):
+            log.info("the bot itself joined %s: nobody to welcome", event.get("channel"))
+            return
         cohort = services.cohorts.cohort_in_channel(event.get("channel") or "")
         if cohort is None or event.get("user") is None:
             return
