@@ -621,7 +621,7 @@ def grade(notebook, spec, *, data_dir: pathlib.Path, reference: Reference, load_
         progress("phase", text=f"grading {spec.id}: {run_count} runs on {hardware['device_name']}")
         measurement = measure(code, spec, dataset, device=hardware["device"], seeds=seeds,
                               unsafe_no_sandbox=unsafe_no_sandbox, progress=progress, reference=reference.summary,
-                              hidden=(pathlib.Path(data_dir),), weights_dir=weights.cache_dir(data_dir))
+                              hidden=(pathlib.Path(data_dir),), weights_dir=weights.ensure_cache(data_dir))
         result.runs = measurement.runs
         result.log_tail = measurement.log_tail
         if hardware["device"] == "cuda":

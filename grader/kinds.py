@@ -221,7 +221,8 @@ def check_predictions(kind: str, metric, predictions: np.ndarray, prepared: Prep
     """Turn the sandbox's predictions into a 1-D array the metric can score against
     prepared.truth, or raise BadOutput naming the expected shape and type."""
     n = prepared.test_size
-    expected = f"expected {metric.description} for the {n} test items ({CONTRACTS[kind].predict_returns})"
+    wanted = metric.description if metric.output == "values" else CONTRACTS[kind].predict_returns
+    expected = f"expected {wanted} for the {n} test items"
     if predictions.ndim == 2 and predictions.shape[1] == 1:
         predictions = predictions[:, 0]
     if predictions.ndim != 1 or predictions.shape[0] != n:
@@ -241,16 +242,16 @@ def check_predictions(kind: str, metric, predictions: np.ndarray, prepared: Prep
     if truth.dtype.kind == "U":
         if dtype_kind != "U":
             raise BadOutput(f"predict returned {predictions.dtype} values but the labels are names such as "
-                            f"{truth[0]!r}; {expected}")
+                            f"{truth[0].item()!r}; {expected}")
         return predictions
     if dtype_kind == "f":
         if not np.isfinite(predictions).all() or not np.all(predictions == np.round(predictions)):
             raise BadOutput("predict returned fractional numbers but this is a classification task: return "
-                            f"labels (such as {truth[0]!r}), e.g. by thresholding or argmax; {expected}")
+                            f"labels (such as {truth[0].item()!r}), e.g. by thresholding or argmax; {expected}")
         return predictions.astype(np.int64)
     if dtype_kind not in "iub":
         raise BadOutput(f"predict returned {predictions.dtype} values but the labels are numbers such as "
-                        f"{truth[0]!r}; {expected}")
+                        f"{truth[0].item()!r}; {expected}")
     return predictions.astype(np.int64)
 
 

@@ -213,6 +213,8 @@ def main(argv=None) -> None:
 
     block_weight_downloads()
     data_kind = args.kind
+    if data_kind in (kinds.TABULAR, kinds.RATINGS):
+        import pandas  # noqa: F401  (imported now, off the clock, not by the first read on it)
 
     def read_frame(csv_name: str, dtypes_name: str):
         import pandas as pd

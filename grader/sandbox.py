@@ -364,10 +364,14 @@ class Sandbox:
                  "--ro-bind", source(self.job.data), IN_DATA,
                  "--bind", source(self.job.out_file), IN_OUT,
                  "--size", str(SCRATCH_BYTES), "--tmpfs", IN_SCRATCH]
+        from grader import weights
         if self.weights_dir is not None and self.weights_dir.is_dir():
             args += ["--ro-bind", source(self.weights_dir), IN_WEIGHTS]
         else:
-            args += ["--dir", IN_WEIGHTS]  # an empty cache: loading weights fails with the prepare command
+            # An empty cache, with the folders torch.hub would otherwise try to create (read-only
+            # here): a missing file then reaches the runner's message naming the prepare command.
+            for folder in weights.CACHE_FOLDERS:
+                args += ["--dir", f"{IN_WEIGHTS}/{folder}"]
         # /tmp points at the scratch space, unless the python install itself lives under /tmp (a
         # checkout in /tmp): then /tmp already holds that bind, and TMPDIR still names /scratch.
         if not any(root.is_relative_to("/tmp") for root in python_roots()):

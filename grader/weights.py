@@ -27,6 +27,9 @@ WEIGHTS_SUBDIR = "weights"
 TORCH_SUBDIR = "torch"              # TORCH_HOME; torchvision adds hub/checkpoints
 HF_SUBDIR = "huggingface"           # HF_HOME; the hub cache is its hub/
 TORCH_CHECKPOINTS = ("hub", "checkpoints")
+# Folders the libraries expect to exist (torch.hub creates its checkpoints folder otherwise,
+# which fails on the read-only mount): made on the host by ensure_cache().
+CACHE_FOLDERS = (f"{TORCH_SUBDIR}/hub/checkpoints", f"{HF_SUBDIR}/hub")
 
 
 def cache_dir(data_dir) -> pathlib.Path:
@@ -35,6 +38,16 @@ def cache_dir(data_dir) -> pathlib.Path:
 
 def checkpoints_dir(root) -> pathlib.Path:
     return pathlib.Path(root, TORCH_SUBDIR, *TORCH_CHECKPOINTS)
+
+
+def ensure_cache(data_dir) -> pathlib.Path:
+    """Create the cache's folders (readable by every sandbox uid); returns the cache root."""
+    root = cache_dir(data_dir)
+    for folder in CACHE_FOLDERS:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for directory, _, _ in os.walk(root):
+        os.chmod(directory, 0o755)
+    return root
 
 
 def environment(root: str) -> dict:
@@ -98,8 +111,7 @@ def _environment_set(values: dict):
 def prepare(name: str, data_dir, *, progress: bool = True) -> pathlib.Path:
     """Download NAME's default weights into the cache through the library's own downloader
     (needs a network). Returns the file (torchvision) or the cache folder (timm). Idempotent."""
-    root = cache_dir(data_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root = ensure_cache(data_dir)
     file_name = torchvision_file_name(name)
     online = {**environment(str(root)), "HF_HUB_OFFLINE": "0"}
     with _environment_set(online):
