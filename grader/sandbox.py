@@ -472,7 +472,7 @@ class Sandbox:
 
     def log_tail(self) -> str:
         text = bytes(self._tail).decode("utf-8", errors="replace")
-        return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+        return "\n".join(collapse_repeats(text.splitlines())[-LOG_TAIL_LINES:])
 
     # ---- reader and watchdog threads -------------------------------------------------------------
     def _read_events(self) -> None:
@@ -541,6 +541,22 @@ class Sandbox:
                 self._memory_exceeded = True
                 self.kill()
                 return
+
+
+def collapse_repeats(lines: list[str]) -> list[str]:
+    """Runs of identical lines (progress bars redrawn with \\r, warnings repeated per batch) as
+    one line and a count, so they do not push the useful end of the log out of the tail."""
+    collapsed, previous, repeats = [], None, 0
+    for line in lines + [None]:
+        if line == previous:
+            repeats += 1
+            continue
+        if repeats:
+            collapsed.append(f"... (the line above {repeats} more time{'s' if repeats > 1 else ''})")
+        if line is not None:
+            collapsed.append(line)
+        previous, repeats = line, 0
+    return collapsed
 
 
 def _tree_memory(pids: list[int], *, precise: bool) -> int:

@@ -143,3 +143,8 @@ def test_the_weights_cache_paths(tmp_path):
     assert weights.checkpoints_dir(weights.cache_dir(tmp_path)) == tmp_path / "weights" / "torch" / "hub" / "checkpoints"
     assert weights.torchvision_file_name("resnet18") == "resnet18-f37072fd.pth"
     assert weights.missing(["resnet18"], tmp_path) == ["resnet18"]
+
+
+def test_repeated_log_lines_are_collapsed():
+    assert sandbox.collapse_repeats(["epoch 0", "█", "█", "█", "done"]) == \
+        ["epoch 0", "█", "... (the line above 2 more times)", "done"]
