@@ -135,7 +135,7 @@ def _report_failure(channel: Channel, phase: str, error: BaseException) -> None:
     _print_learner_traceback(error)
     message = f"{type(error).__name__}: {error}".strip()[:500]
     if isinstance(error, ModuleNotFoundError) and error.name:
-        message = missing_module_message(error)[:500]
+        message = f"ModuleNotFoundError: {missing_module_message(error)}"[:500]
     if _is_out_of_memory(error):
         channel.send("oom", phase=phase, message=message)
     else:
@@ -342,11 +342,6 @@ def main(argv=None) -> None:
                 train, predict = check_contract(vars(module), data_kind)
             except InvalidNotebook as e:
                 channel.send("invalid", message=str(e))
-                return
-            except ModuleNotFoundError as e:
-                # A missing library at import time is a notebook this sandbox cannot run at all.
-                _print_learner_traceback(e)
-                channel.send("invalid", message=missing_module_message(e) if e.name else str(e))
                 return
             except BaseException as e:
                 _report_failure(channel, "load", e)

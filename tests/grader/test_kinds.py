@@ -106,8 +106,8 @@ def test_a_missing_module_names_it_and_what_is_available(sandbox_ready, tmp_path
                          "def train(texts, labels, *, seed, device, report=None):\n    return None\n",
                          "def predict(model, texts):\n    return list(texts)\n")
     result = grade_alone(at_import, spec, tmp_path)
-    assert result.status == results.INVALID_NOTEBOOK
-    assert "the sandbox has no module 'fancy_automl'" in result.message
+    assert result.status == results.CRASHED and "while the exported cells were loading" in result.message
+    assert "ModuleNotFoundError: the sandbox has no module 'fancy_automl'" in result.message
     for library in ("fastai", "torch", "pandas", "scikit-learn (sklearn)", "timm"):
         assert library in result.message
 
