@@ -123,3 +123,11 @@ def test_0007_reads_old_rows_as_accuracy_higher_is_better(db, bot):
         rows = {r.user_id: r for r in s.scalars(select(Submission))}
     assert (rows["ada"].metric, rows["ada"].higher_is_better, rows["ada"].score) == ("accuracy", True, 0.975)
     assert (rows["bob"].metric, rows["bob"].higher_is_better, rows["bob"].score) == ("accuracy", True, None)
+
+
+def test_review_evidence_shows_the_metric(bot):
+    start(bot)
+    flagged = graded(bot, "ada", rmse_result(0.5, 0.2) | {"flags": [{"code": "too_good_too_fast", "message": "m"}],
+                                                           "runs": [{"seed": 11, "score": 0.5, "accuracy": None}]})
+    evidence = bot.say(f"/study review {flagged}", as_user="carol")
+    assert "RMSE 0.500." in evidence and "run 1 (seed 11):" in evidence and ", RMSE 0.500, load" in evidence
