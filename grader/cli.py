@@ -4,6 +4,7 @@
     grader reference ID [--json]                              measure the reference on this machine
     grader exercises [--json]                                 list the exercises
     grader datasets prepare ID                                fetch or build a dataset (ID: dataset or exercise)
+    grader weights prepare NAME                               download pretrained weights into the model cache
 
 Exit status of `grade` and `reference`: 0 passed, 1 judged but not passed (the learner's
 statuses), 3 infra_error or a grader problem (bad spec, missing dataset, no sandbox).
@@ -18,7 +19,7 @@ import json
 import pathlib
 import sys
 
-from grader import results
+from grader import metrics, results
 from grader.errors import GraderError
 from grader.paths import UNSAFE_FLAG, UNSAFE_WARNING, resolve_data_dir
 from grader.spec import default_exercises_dir, find_exercise, list_exercises
@@ -46,7 +47,7 @@ class PlainProgress:
         elif kind == "run":
             line = f"{who}run {f['run'] + 1}/{f['total']} (seed {f['seed']})"
         elif kind == "run_done":
-            line = (f"{run}: accuracy {f['accuracy']:.2%}, train {f['train_seconds']:.3f} s, "
+            line = (f"{run}: {_run_score(f)}, train {f['train_seconds']:.3f} s, "
                     f"predict {f['predict_seconds']:.3f} s")
         elif kind == "failed":
             line = f"{run}: {f['status']}: {f['message']}"
@@ -96,13 +97,20 @@ class RichProgress:
         elif kind == "run_done":
             self.progress.advance(self._task(f))
             self.progress.update(self._task(f), detail="")
-            self.console.print(f"  {label} run {f['run'] + 1}: accuracy {f['accuracy']:.2%}, "
+            self.console.print(f"  {label} run {f['run'] + 1}: {_run_score(f)}, "
                                f"train {f['train_seconds']:.3f} s, predict {f['predict_seconds']:.3f} s")
         elif kind == "failed":
             self.console.print(f"  [red]{label} run {f['run'] + 1}: {f['status']}[/]: {f['message']}")
 
     def close(self):
         self.progress.stop()
+
+
+def _run_score(fields: dict) -> str:
+    """'accuracy 98.10%' or 'RMSE 0.912' for a run_done event."""
+    metric = metrics.get(fields.get("metric", metrics.DEFAULT_METRIC))
+    score = fields.get("score", fields.get("accuracy"))
+    return f"{metric.display_name} {metric.format(score)}"
 
 
 def make_progress(json_output: bool):
@@ -121,13 +129,16 @@ def print_result(result: results.Result, json_output: bool) -> None:
     print(f"  {result.message}")
     if result.runs:
         low, high = result.rank_interval
-        print(f"  accuracy {result.accuracy:.2%} ± {result.accuracy_std:.2%} over {len(result.runs)} runs; "
+        metric = metrics.get(result.metric)
+        print(f"  {metric.display_name} {metric.format(result.score)} ± {metric.format(result.score_std)} over "
+              f"{len(result.runs)} runs; "
               f"ranking time (train+predict, median) {result.rank_seconds:.3f} s [{low:.3f}, {high:.3f}]: "
               f"train {result.train_seconds:.3f} s, predict {result.predict_seconds:.3f} s")
     if result.reference:
         ratio = f"; speed ratio {result.speed_ratio:.2f}" if result.speed_ratio else ""
         again = " (measured again now)" if result.reference_remeasured else ""
-        print(f"  reference{again}: {result.reference['accuracy']:.2%}, ranking time "
+        reference_score = result.reference.get("score", result.reference.get("accuracy"))
+        print(f"  reference{again}: {metrics.get(result.metric).format(reference_score)}, ranking time "
               f"{result.reference['rank_seconds']:.3f} s (train {result.reference['train_seconds']:.3f} s){ratio}")
     for flag in result.flags:
         print(f"  FLAGGED for review, {flag['code']}: {flag['message']}")
@@ -200,7 +211,8 @@ def cmd_exercises(args, load_dataset) -> int:
     if not specs:
         print(f"no exercises in {args.exercises_dir or default_exercises_dir()}")
     for s in specs:
-        print(f"{s.id:<14} target {s.target:.1%}  {s.runs} runs on {s.device:<4}  {s.title}")
+        target = f"{s.metric_info.display_name} {s.metric_info.format_target(s.target)}"
+        print(f"{s.id:<14} {s.data_kind}, target {target}  {s.runs} runs on {s.device:<4}  {s.title}")
         print(f"{'':<14} {s.summary}")
     return 0
 
@@ -215,6 +227,14 @@ def cmd_datasets_prepare(args, load_dataset) -> int:
     data_dir = data_dir_from(args)
     datasets.prepare(dataset_id, data_dir)
     print(f"dataset {dataset_id!r} is ready under {data_dir}")
+    return 0
+
+
+def cmd_weights_prepare(args, load_dataset) -> int:
+    from grader import weights
+    data_dir = data_dir_from(args)
+    path = weights.prepare(args.name, data_dir)
+    print(f"weights {args.name!r} are ready at {path}")
     return 0
 
 
@@ -257,6 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     common(p, judged=False)
     p.set_defaults(handler=cmd_datasets_prepare)
+
+    p = commands.add_parser("weights", help="manage the pretrained-weights cache")
+    weights_commands = p.add_subparsers(dest="weights_command", required=True)
+    p = weights_commands.add_parser("prepare", help="download a model's pretrained weights (needs a network), "
+                                                    "e.g. resnet18")
+    p.add_argument("name")
+    common(p, judged=False)
+    p.set_defaults(handler=cmd_weights_prepare)
     return parser
 
 

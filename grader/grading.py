@@ -47,7 +47,7 @@ import traceback
 
 import numpy as np
 
-from grader import results, review
+from grader import kinds, metrics, results, review, weights
 from grader.errors import DatasetMissing, GraderError, InfraError, InvalidNotebook
 from grader.notebook import extract_exports
 from grader.sandbox import GPU_INDEX, JobPaths, Sandbox, check_available, draw_sandbox_uid
@@ -201,19 +201,39 @@ def _write_array(path: pathlib.Path, array: np.ndarray) -> None:
     os.chmod(path, 0o644)
 
 
-def _prepare_arrays(directory: pathlib.Path, dataset, warmup: bool) -> None:
+def _prepare_arrays(directory: pathlib.Path, dataset, warmup: bool, kind: str = kinds.IMAGE_TENSORS) -> kinds.Prepared:
     """Write everything a sandbox may see, once per grade; runs hard-link files into their own
     data directory at the moment each is allowed to appear. Test labels are never written."""
     directory.mkdir(mode=0o755)
+    if kind != kinds.IMAGE_TENSORS:
+        return kinds.prepare(kind, directory, dataset)
     _write_array(directory / "x_train.npy", dataset.x_train)
     _write_array(directory / "y_train.npy", dataset.y_train)
     _write_array(directory / "x_test.npy", dataset.x_test)
+    num_classes = int(getattr(dataset, "num_classes", 0) or 0)
     if warmup:
         rng = np.random.default_rng(secrets.randbits(64))
         _write_array(directory / "warmup_x_train.npy", _noise_like(dataset.x_train, rng))
-        labels = rng.integers(0, dataset.num_classes, size=dataset.y_train.shape)
-        _write_array(directory / "warmup_y_train.npy", labels.astype(dataset.y_train.dtype))
+        if num_classes and dataset.y_train.dtype.kind in "iu":
+            labels = rng.integers(0, num_classes, size=dataset.y_train.shape).astype(dataset.y_train.dtype)
+        else:  # regression targets: noise of their range
+            labels = _noise_like(dataset.y_train, rng)
+        _write_array(directory / "warmup_y_train.npy", labels)
         _write_array(directory / "warmup_x_test.npy", _noise_like(dataset.x_test, rng))
+    return kinds.Prepared(np.asarray(dataset.y_test), len(dataset.y_test), num_classes,
+                          ("x_train.npy", "y_train.npy"), ("x_test.npy",))
+
+
+def test_size_of(spec, dataset) -> int:
+    """How many test items the dataset has, for any data kind."""
+    kind = spec.data_kind
+    if kind == kinds.IMAGE_TENSORS:
+        return len(dataset.y_test)
+    if kind in (kinds.TABULAR, kinds.RATINGS):
+        return len(dataset.test)
+    if kind == kinds.TEXT:
+        return len(dataset.test_labels)
+    return len(dataset.test_images)
 
 
 def _reveal(arrays: pathlib.Path, job: JobPaths, *names: str) -> None:
@@ -223,16 +243,19 @@ def _reveal(arrays: pathlib.Path, job: JobPaths, *names: str) -> None:
 
 # ---- predictions -----------------------------------------------------------------------------
 
-def read_predictions(path: pathlib.Path, n: int, num_classes: int) -> np.ndarray:
+def read_predictions(path: pathlib.Path, n: int, num_classes: int, *, prepared: kinds.Prepared | None = None,
+                     kind: str = kinds.IMAGE_TENSORS, metric: metrics.Metric | None = None) -> np.ndarray:
     """Load predictions.npy written by the sandbox without trusting it: no symlinks, no pickles,
-    a size cap, then the shape/dtype/value checks. Returns predicted class indices."""
+    a size cap, then the shape/dtype/value checks. Returns predicted class indices (image
+    tensors, label metrics), or the 1-D labels or values the metric scores."""
+    metric = metric or metrics.get(metrics.DEFAULT_METRIC)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as e:
         raise RunFailed(results.BAD_OUTPUT, f"no predictions were written ({e.strerror})") from None
     with os.fdopen(fd, "rb") as f:
         info = os.fstat(f.fileno())
-        size_cap = n * max(num_classes, 1) * 8 + 4096  # (N, C) float64 plus the .npy header
+        size_cap = kinds.prediction_size_cap(prepared) if prepared is not None else n * max(num_classes, 1) * 8 + 4096
         if not stat.S_ISREG(info.st_mode):
             raise RunFailed(results.BAD_OUTPUT, "the predictions are not a regular file")
         if info.st_size > size_cap:
@@ -244,7 +267,12 @@ def read_predictions(path: pathlib.Path, n: int, num_classes: int) -> np.ndarray
         predictions = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise RunFailed(results.BAD_OUTPUT, f"the predictions are not a valid array ({e})") from None
-    return validate_predictions(predictions, n, num_classes)
+    if kind == kinds.IMAGE_TENSORS and metric.output == metrics.LABELS:
+        return validate_predictions(predictions, n, num_classes)
+    try:
+        return kinds.check_predictions(kind, metric, predictions, prepared)
+    except kinds.BadOutput as e:
+        raise RunFailed(results.BAD_OUTPUT, str(e)) from None
 
 
 def validate_predictions(predictions: np.ndarray, n: int, num_classes: int) -> np.ndarray:
@@ -384,20 +412,25 @@ def predict_limit(spec, reference: dict | None) -> tuple[float, str | None]:
                       "do all training in train()")
 
 
-def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, spec, dataset,
+def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, spec, prepared: kinds.Prepared,
              arrays: pathlib.Path, workspace: pathlib.Path, device: str, unsafe_no_sandbox: bool,
              progress, predict_seconds_limit: float, predict_hint: str | None,
-             hidden: tuple = ()) -> tuple[results.RunRecord | None, RunFailed | None, str, dict]:
+             hidden: tuple = (), weights_dir: pathlib.Path | None = None,
+             target: str | None = None) -> tuple[results.RunRecord | None, RunFailed | None, str, dict]:
     job = JobPaths(workspace / f"run{run_index}")
     uid = None if unsafe_no_sandbox else draw_sandbox_uid()
     job.create(code, owner_uid=uid)
+    pending = job.root / "pending"  # folders copied (hard links) before the clock, renamed in at reveal
+    if prepared.folders:
+        kinds.stage_folders(arrays, pending, prepared.train_files + prepared.test_files)
     curve = []
     sandbox = Sandbox(job, device=device, memory_limit_mb=spec.memory_limit_mb, uid=uid, prime=not spec.warmup,
-                      unsafe_no_sandbox=unsafe_no_sandbox, extra_hidden_paths=hidden)
+                      unsafe_no_sandbox=unsafe_no_sandbox, extra_hidden_paths=hidden, data_kind=spec.data_kind,
+                      target=target, weights_dir=weights_dir)
     talk = _Conversation(sandbox, run_index, progress, curve)
     failure = None
     train_seconds = predict_seconds = warmup_seconds = None
-    classes = None
+    predictions = None
     hello = {}
     run_load_average = load_average()
     run_gpu = gpu_state(GPU_INDEX) if device == "cuda" else None
@@ -420,7 +453,7 @@ def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, s
         progress("phase", run=run_index, text="train()")
         nonce = secrets.token_hex(16)
         started = time.perf_counter()
-        _reveal(arrays, job, "x_train", "y_train")
+        kinds.reveal(arrays, job.data, prepared.train_files, pending=pending)
         sandbox.send(cmd="train", seed=seed, nonce=nonce)
         done = talk.expect("done", budget=spec.train_budget_seconds, what="train()", nonce=nonce, started=started)
         train_seconds = done["_at"] - started
@@ -430,7 +463,7 @@ def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, s
         # forged early `done` lands on the predict clock, which the spec's predict budget caps.
         started = done["_at"]
         progress("phase", run=run_index, text="predict()")
-        _reveal(arrays, job, "x_test")
+        kinds.reveal(arrays, job.data, prepared.test_files, pending=pending)
         nonce = secrets.token_hex(16)
         sandbox.send(cmd="predict", nonce=nonce)
         done = talk.expect("done", budget=predict_seconds_limit, what="predict()", nonce=nonce, started=started,
@@ -438,7 +471,8 @@ def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, s
         predict_seconds = done["_at"] - started
         # Read the predictions now, before the runner may exit: a thread still working after
         # `done` (the clock has stopped) must not get to rewrite them.
-        classes = read_predictions(job.out_file, len(dataset.y_test), dataset.num_classes)
+        predictions = read_predictions(job.out_file, prepared.test_size, prepared.num_classes, prepared=prepared,
+                                       kind=spec.data_kind, metric=spec.metric_info)
         sandbox.send(cmd="exit")
     except RunFailed as e:
         failure = e
@@ -450,15 +484,17 @@ def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, s
     if outcome.memory_exceeded or outcome.output_exceeded:
         return None, _classify_exit(RunFailed(results.CRASHED, "the process died", exited=True), outcome,
                                     spec.memory_limit_mb), outcome.log_tail, hello
-    accuracy = float((classes == dataset.y_test).mean())
-    record = results.RunRecord(seed=seed, accuracy=accuracy, train_seconds=train_seconds,
+    score = spec.metric_info.score(predictions, prepared.truth)
+    record = results.RunRecord(seed=seed, score=score, accuracy=metrics.accuracy_from(spec.metric, score),
+                               train_seconds=train_seconds,
                                predict_seconds=predict_seconds, curve=curve, warmup_seconds=warmup_seconds,
                                load_average=run_load_average, gpu=run_gpu)
     return record, None, outcome.log_tail, hello
 
 
 def measure(code: str, spec, dataset, *, device: str, seeds: list[int], unsafe_no_sandbox: bool = False,
-            progress=no_progress, reference: dict | None = None, hidden: tuple = ()) -> Measurement:
+            progress=no_progress, reference: dict | None = None, hidden: tuple = (),
+            weights_dir: pathlib.Path | None = None) -> Measurement:
     """Run `code` once per seed, each in a fresh sandbox; stop at the first failed run. predict()
     is held to predict_limit(spec, reference); `hidden` are extra host paths (a dataset cache)
     to blank out should they lie under something the sandbox binds."""
@@ -468,21 +504,23 @@ def measure(code: str, spec, dataset, *, device: str, seeds: list[int], unsafe_n
     records, failure, log_tail, hello = [], None, "", {}
     try:
         arrays = workspace / "arrays"
-        _prepare_arrays(arrays, dataset, warmup=spec.warmup)
+        prepared = _prepare_arrays(arrays, dataset, warmup=spec.warmup, kind=spec.data_kind)
+        target = getattr(dataset, "target", None) if spec.data_kind == kinds.TABULAR else None
         for index, seed in enumerate(seeds):
             progress("run", run=index, total=len(seeds), seed=seed)
             warmup_seed = secrets.randbits(SEED_BITS) if spec.warmup else None
             record, failure, log_tail, run_hello = _one_run(
-                run_index=index, seed=seed, warmup_seed=warmup_seed, code=code, spec=spec, dataset=dataset,
+                run_index=index, seed=seed, warmup_seed=warmup_seed, code=code, spec=spec, prepared=prepared,
                 arrays=arrays, workspace=workspace, device=device, unsafe_no_sandbox=unsafe_no_sandbox,
                 progress=progress, predict_seconds_limit=predict_seconds_limit, predict_hint=predict_hint,
-                hidden=hidden)
+                hidden=hidden, weights_dir=weights_dir, target=target)
             hello = hello or run_hello
             if failure is not None:
                 progress("failed", run=index, status=failure.status, message=failure.message)
                 break
             records.append(record)
-            progress("run_done", run=index, accuracy=record.accuracy, train_seconds=record.train_seconds,
+            progress("run_done", run=index, accuracy=record.accuracy, score=record.score, metric=spec.metric,
+                     train_seconds=record.train_seconds,
                      predict_seconds=record.predict_seconds, rank_seconds=record.rank_seconds)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
@@ -497,20 +535,24 @@ def choose_seeds(count: int) -> list[int]:
 
 
 def judge(spec, result: results.Result) -> None:
-    """Set status and message for a result whose runs all completed. Time is the ranking time,
-    rank_seconds (train + predict, one span), against the reference's."""
-    accuracy, seconds = result.accuracy, result.rank_seconds
+    """Set status and message for a result whose runs all completed. The score is judged in the
+    metric's direction (below_target means worse than the target: for rmse, above it). Time is
+    the ranking time, rank_seconds (train + predict, one span), against the reference's."""
+    metric = spec.metric_info
+    score, seconds = result.score, result.rank_seconds
     reference = result.reference
-    if accuracy < spec.target:
+    scored = f"{metric.display_name} {metric.format(score)}"
+    if not metric.meets(score, spec.target):
         result.status = results.BELOW_TARGET
-        result.message = (f"mean accuracy {accuracy:.2%} is below the target {spec.target:.2%}: "
+        worse = "below" if metric.higher_is_better else "above"
+        result.message = (f"mean {scored} is {worse} the target {metric.format_target(spec.target)}: "
                           "train longer, tune the learning rate, or use a better model")
         return
     if reference:
         limit = spec.too_slow_factor * reference["rank_seconds"] + TOO_SLOW_GRACE_SECONDS
         if seconds > limit:
             result.status = results.TOO_SLOW
-            result.message = (f"accurate enough ({accuracy:.2%}), but the median train()+predict() took {seconds:.2f} s, "
+            result.message = (f"good enough ({scored}), but the median train()+predict() took {seconds:.2f} s, "
                               f"over the {limit:.2f} s allowed ({spec.too_slow_factor:g}x the reference's "
                               f"{reference['rank_seconds']:.2f} s + {TOO_SLOW_GRACE_SECONDS:g} s): train for "
                               "fewer epochs, or keep the data on the device")
@@ -518,8 +560,8 @@ def judge(spec, result: results.Result) -> None:
     result.status = results.PASSED
     speed = f", {result.speed_ratio:.2f}x the reference's speed" if result.speed_ratio else ""
     review_note = f"; flagged for review ({', '.join(f['code'] for f in result.flags)})" if result.flags else ""
-    result.message = (f"passed: {accuracy:.2%} mean accuracy (target {spec.target:.2%}), median train()+predict() "
-                      f"{seconds:.2f} s{speed}{review_note}")
+    result.message = (f"passed: mean {scored} (target {metric.format_target(spec.target)}), median "
+                      f"train()+predict() {seconds:.2f} s{speed}{review_note}")
 
 
 def review_and_judge(spec, result: results.Result, test_size: int) -> None:
@@ -539,7 +581,8 @@ def grade(notebook, spec, *, data_dir: pathlib.Path, reference: Reference, load_
     but only once the submission's own checks have passed: a broken notebook is still told so.
     """
     started = time.perf_counter()
-    result = results.Result(exercise=spec.id, status=results.INFRA_ERROR, message="", target=spec.target)
+    result = results.Result(exercise=spec.id, status=results.INFRA_ERROR, message="", target=spec.target,
+                            metric=spec.metric, higher_is_better=spec.metric_info.higher_is_better)
     run_count = runs or spec.runs
     try:
         try:
@@ -553,6 +596,10 @@ def grade(notebook, spec, *, data_dir: pathlib.Path, reference: Reference, load_
         else:
             check_available()
         dataset = _load_dataset(load_dataset, spec, data_dir)
+        absent_weights = weights.missing(spec.weights, data_dir)
+        if absent_weights:
+            raise InfraError(weights.missing_message(absent_weights))
+        test_size = test_size_of(spec, dataset)
         hardware, notes = detect_hardware(spec.device)
         result.hardware, result.notes = hardware, result.notes + notes
 
@@ -565,7 +612,7 @@ def grade(notebook, spec, *, data_dir: pathlib.Path, reference: Reference, load_
         result.config = {
             "spec": spec.as_config(), "runs": run_count, "seeds": seeds, "warmup": spec.warmup,
             "sandbox": "none (UNSAFE development mode)" if unsafe_no_sandbox else "bubblewrap",
-            "test_size": len(dataset.y_test),
+            "test_size": test_size, "data_kind": spec.data_kind, "metric": spec.metric,
             "predict_limit_seconds": predict_limit(spec, reference.summary)[0],
             "limits": {"memory_mb": spec.memory_limit_mb, "scratch_bytes": sandbox_module.SCRATCH_BYTES,
                        "file_bytes": sandbox_module.MAX_FILE_BYTES, "processes": sandbox_module.MAX_PROCESSES,
@@ -574,7 +621,7 @@ def grade(notebook, spec, *, data_dir: pathlib.Path, reference: Reference, load_
         progress("phase", text=f"grading {spec.id}: {run_count} runs on {hardware['device_name']}")
         measurement = measure(code, spec, dataset, device=hardware["device"], seeds=seeds,
                               unsafe_no_sandbox=unsafe_no_sandbox, progress=progress, reference=reference.summary,
-                              hidden=(pathlib.Path(data_dir),))
+                              hidden=(pathlib.Path(data_dir),), weights_dir=weights.ensure_cache(data_dir))
         result.runs = measurement.runs
         result.log_tail = measurement.log_tail
         if hardware["device"] == "cuda":
@@ -586,7 +633,7 @@ def grade(notebook, spec, *, data_dir: pathlib.Path, reference: Reference, load_
             result.message = failure.message if failure.status in (results.INVALID_NOTEBOOK, results.INFRA_ERROR) \
                 else f"run {run_number} of {run_count}: {failure.message}"
         else:
-            review_and_judge(spec, result, len(dataset.y_test))
+            review_and_judge(spec, result, test_size)
     except GraderError as e:
         result.status, result.message = results.INFRA_ERROR, str(e)
     except Exception as e:  # a grader bug: still a result the bot can show, plus a traceback here

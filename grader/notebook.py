@@ -139,14 +139,18 @@ TRAIN_SIGNATURE = "def train(x_train, y_train, *, seed, device, report=None)"
 PREDICT_SIGNATURE = "def predict(model, x_test)"
 
 
-def check_contract(namespace: dict) -> tuple:
+def check_contract(namespace: dict, kind: str = "image_tensors") -> tuple:
     """Return (train, predict) from an executed namespace, or raise InvalidNotebook naming
     what is missing or which signature is wrong. Checked by binding the exact call the
-    runner will make, so defaults, keyword-only arguments and **kwargs all work."""
+    runner will make for the exercise's data kind (grader/kinds.py), so defaults,
+    keyword-only arguments and **kwargs all work."""
+    from grader.kinds import CONTRACTS
+    contract = CONTRACTS[kind]
+    train_keywords = dict(seed=0, device="cpu", report=None, **{k: None for k in contract.train_keywords})
     functions = []
     for name, signature, args, kwargs in (
-        ("train", TRAIN_SIGNATURE, (None, None), dict(seed=0, device="cpu", report=None)),
-        ("predict", PREDICT_SIGNATURE, (None, None), {}),
+        ("train", contract.train_signature, contract.train_args, train_keywords),
+        ("predict", contract.predict_signature, (None, None), {}),
     ):
         fn = namespace.get(name)
         if fn is None:
@@ -173,7 +177,7 @@ def exec_exports(code: str, module_name: str = "solution") -> types.ModuleType:
     return module
 
 
-def load_solution(path) -> types.SimpleNamespace:
+def load_solution(path, kind: str = "image_tensors") -> types.SimpleNamespace:
     """!!! TRUSTED NOTEBOOKS ONLY: runs the notebook's export cells in THIS process, unsandboxed. !!!
 
     For the exercises' own reference notebooks, their tests and the overhead benchmark.
@@ -182,5 +186,5 @@ def load_solution(path) -> types.SimpleNamespace:
     """
     code = extract_exports(path)
     module = exec_exports(code, module_name=f"trusted_solution_{abs(hash(str(path))):x}")
-    train, predict = check_contract(vars(module))
+    train, predict = check_contract(vars(module), kind)
     return types.SimpleNamespace(train=train, predict=predict, code=code)

@@ -8,6 +8,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on a grading host
 import matplotlib.pyplot as plt  # noqa: E402
 
+from grader import metrics  # noqa: E402
+
 FIGURE_DPI = 110
 PANEL_SIZE = (4.4, 3.6)      # inches per panel
 CURVE_PREFERENCE = ("loss", "train_loss", "val_loss", "accuracy", "acc")  # first present is drawn
@@ -35,21 +37,29 @@ def render(result, path) -> pathlib.Path:
     reference = result.reference or {}
 
     ax = axes[0]
-    accuracies = [100 * r.accuracy for r in runs]
-    ax.bar(labels, accuracies, color=color, alpha=0.8)
-    levels = list(accuracies)
+    # The metric's own scale: percentages for accuracy-type metrics, plain numbers otherwise.
+    metric = metrics.get(result.metric)
+    scale = 100.0 if metric.is_fraction else 1.0
+    scores = [scale * r.score for r in runs]
+    ax.bar(labels, scores, color=color, alpha=0.8)
+    levels = list(scores)
     if result.target is not None:
-        ax.axhline(100 * result.target, color="black", linestyle="--", label=f"target {result.target:.1%}")
-        levels.append(100 * result.target)
-    if reference.get("accuracy") is not None:
-        ax.axhline(100 * reference["accuracy"], color="tab:blue", linestyle=":",
-                   label=f"reference {reference['accuracy']:.2%}")
-        levels.append(100 * reference["accuracy"])
+        ax.axhline(scale * result.target, color="black", linestyle="--",
+                   label=f"target {metric.format_target(result.target)}")
+        levels.append(scale * result.target)
+    reference_score = reference.get("score", reference.get("accuracy"))
+    if reference_score is not None:
+        ax.axhline(scale * reference_score, color="tab:blue", linestyle=":",
+                   label=f"reference {metric.format(reference_score)}")
+        levels.append(scale * reference_score)
     low, high = min(levels), max(levels)
-    margin = max(0.5, (high - low) * 0.3)
-    ax.set_ylim(max(0.0, low - margin), min(100.0, high + margin))
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"accuracy: mean {result.accuracy:.2%}")
+    margin = max(0.5 if metric.is_fraction else 0.0, (high - low) * 0.3) or 0.05 * max(abs(high), 1e-3)
+    if metric.is_fraction:
+        ax.set_ylim(max(0.0, low - margin), min(100.0, high + margin))
+    else:
+        ax.set_ylim(low - margin, high + margin)
+    ax.set_ylabel(f"test {metric.display_name}" + (" (%)" if metric.is_fraction else ""))
+    ax.set_title(f"{metric.display_name}: mean {metric.format(result.score)}")
     ax.legend(loc="best", fontsize="small", framealpha=0.8)
 
     ax = axes[1]

@@ -51,9 +51,11 @@ def load(spec, *, data_dir, hardware: dict) -> dict | None:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    if isinstance(summary, dict) and "score" not in summary:
+        summary["score"] = summary.get("accuracy")  # written before metrics: accuracy was the score
     if not isinstance(summary, dict) or summary.get("format") != SUMMARY_FORMAT or any(
             not isinstance(summary.get(key), (int, float))
-            for key in ("accuracy", "train_seconds", "predict_seconds", "rank_seconds")):
+            for key in ("score", "train_seconds", "predict_seconds", "rank_seconds")):
         return None
     if summary.get("code_sha256") != _reference_code_sha256(spec):
         return None  # the reference notebook changed since it was measured
@@ -67,6 +69,9 @@ def summarize(spec, result: results.Result) -> dict:
         "format": SUMMARY_FORMAT,
         "exercise": spec.id,
         "exercise_version": spec.version,
+        "metric": result.metric,
+        "score": result.score,
+        "score_std": result.score_std,
         "accuracy": result.accuracy,
         "accuracy_std": result.accuracy_std,
         "train_seconds": result.train_seconds,

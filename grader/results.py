@@ -3,8 +3,11 @@
 The JSON (Result.to_json) is the grader's only interface to the bot. Fields:
 
     exercise, status, message        status is one of STATUSES; message is a one-line hint at the fix
-    accuracy, accuracy_std           mean and sample std of test accuracy over the completed runs
-    runs                             per run: {seed, accuracy, train_seconds, predict_seconds,
+    metric, higher_is_better         the exercise's metric (grader/metrics.py) and its direction
+    score, score_std                 mean and sample std of the metric over the completed runs
+    accuracy, accuracy_std           mean and sample std of test accuracy over the completed runs, for
+                                     accuracy-type metrics (accuracy, error_rate); null for the others
+    runs                             per run: {seed, score, accuracy, train_seconds, predict_seconds,
                                      rank_seconds, warmup_seconds, load_average, gpu}
                                        rank_seconds = train_seconds + predict_seconds: one
                                          continuous span, from the moment the training data is
@@ -31,7 +34,7 @@ The JSON (Result.to_json) is the grader's only interface to the bot. Fields:
                                      warmup_seconds, measured_at, runs, code_sha256, hardware,
                                      format} or null
     speed_ratio                      reference rank_seconds / submission rank_seconds
-    target                           the accuracy needed (from the spec)
+    target                           the score needed (from the spec), in the metric's direction
     hardware                         {device, device_name, torch, cuda, hostname, cpu_count,
                                      python, load_average (at grade start), gpu (null on CPU)}
     log_tail                         the last lines of the learner's stdout+stderr
@@ -70,13 +73,18 @@ MAX_CURVE_POINTS = 200  # report() points kept per run in the JSON (evenly downs
 @dataclasses.dataclass
 class RunRecord:
     seed: int
-    accuracy: float
+    accuracy: float | None              # for accuracy-type metrics; None for the others
     train_seconds: float
     predict_seconds: float
     curve: list = dataclasses.field(default_factory=list)  # report() values, in call order
     warmup_seconds: float | None = None   # the untimed warm-up; None without one
     load_average: float | None = None     # 1-minute load average at the run's start
     gpu: dict | None = None               # nvidia-smi's view at the run's start; None on CPU
+    score: float | None = None            # the metric's value; defaults to the accuracy
+
+    def __post_init__(self):
+        if self.score is None:
+            self.score = self.accuracy
 
     @property
     def rank_seconds(self) -> float:
@@ -84,7 +92,7 @@ class RunRecord:
         return self.train_seconds + self.predict_seconds
 
     def as_json(self) -> dict:
-        return {"seed": self.seed, "accuracy": self.accuracy,
+        return {"seed": self.seed, "score": self.score, "accuracy": self.accuracy,
                 "train_seconds": self.train_seconds, "predict_seconds": self.predict_seconds,
                 "rank_seconds": self.rank_seconds, "warmup_seconds": self.warmup_seconds,
                 "load_average": self.load_average, "gpu": self.gpu}
@@ -104,6 +112,8 @@ class Result:
     status: str
     message: str
     target: float | None = None
+    metric: str = "accuracy"
+    higher_is_better: bool = True
     runs: list = dataclasses.field(default_factory=list)  # RunRecord
     total_seconds: float = 0.0
     reference: dict | None = None
@@ -124,13 +134,25 @@ class Result:
 
     @property
     def accuracy(self) -> float | None:
-        return statistics.fmean(r.accuracy for r in self.runs) if self.runs else None
+        if not self.runs or any(r.accuracy is None for r in self.runs):
+            return None
+        return statistics.fmean(r.accuracy for r in self.runs)
 
     @property
     def accuracy_std(self) -> float | None:
-        if not self.runs:
+        if self.accuracy is None:
             return None
         return statistics.stdev(r.accuracy for r in self.runs) if len(self.runs) > 1 else 0.0
+
+    @property
+    def score(self) -> float | None:
+        return statistics.fmean(r.score for r in self.runs) if self.runs else None
+
+    @property
+    def score_std(self) -> float | None:
+        if not self.runs:
+            return None
+        return statistics.stdev(r.score for r in self.runs) if len(self.runs) > 1 else 0.0
 
     @property
     def train_seconds(self) -> float | None:
@@ -164,6 +186,10 @@ class Result:
             "exercise": self.exercise,
             "status": self.status,
             "message": self.message,
+            "metric": self.metric,
+            "higher_is_better": self.higher_is_better,
+            "score": self.score,
+            "score_std": self.score_std,
             "accuracy": self.accuracy,
             "accuracy_std": self.accuracy_std,
             "target": self.target,

@@ -12,7 +12,10 @@ measured on the same machine (result.reference); without a reference there are n
                         time. When the reference is so accurate that this bar lies within one test
                         item of 100% (digits: 99.5% on 360 images), the bar is the reference's own
                         accuracy: matching a tuned reference at a fraction of its time is the most
-                        a looked-up answer can show there
+                        a looked-up answer can show there. Other metrics (rmse, mae, pearson): a score
+                        better, in the metric's direction, than the reference's by more than
+                        TOO_GOOD_STANDARD_ERRORS x max(the reference's run-to-run std, TOO_GOOD_MIN_MARGIN
+                        of its score); error_rate is judged as the accuracy it complements
     predict_heavy       median predict() over PREDICT_HEAVY_FACTOR x the reference's + grace, yet
                         inside the predict limit: work moved from train() into predict()
     warmup_heavy        median untimed warm-up over WARMUP_HEAVY_FACTOR x the reference's + grace:
@@ -25,6 +28,7 @@ import statistics
 TRAIN_NEAR_ZERO_FRACTION = 0.05    # median train() below this fraction of the reference's median
 TOO_GOOD_STANDARD_ERRORS = 2.0     # accuracy margin over the reference, in test-set standard errors
 TOO_FAST_FRACTION = 0.2            # ... while the median rank time is below this fraction of the reference's
+TOO_GOOD_MIN_MARGIN = 0.02        # non-accuracy metrics: the smallest margin, as a fraction of the reference's score
 PREDICT_HEAVY_FACTOR = 5.0         # median predict() over this many times the reference's median ...
 PREDICT_HEAVY_GRACE_SECONDS = 0.25  # ... plus this (s), so jitter on a millisecond predict() never flags
 WARMUP_HEAVY_FACTOR = 5.0          # median warm-up over this many times the reference's median ...
@@ -65,11 +69,22 @@ def flags_for(result, test_size: int) -> list[dict]:
                               f"reference's {ref_train:.3f} s: where does the training happen?")
 
     rank, ref_rank, ref_accuracy = result.rank_seconds, reference.get("rank_seconds"), reference.get("accuracy")
-    if ref_rank and ref_accuracy is not None and test_size:
+    fast = bool(ref_rank) and rank < TOO_FAST_FRACTION * ref_rank
+    if fast and result.accuracy is not None and ref_accuracy is not None and test_size:
         bar = too_good_bar(ref_accuracy, test_size)
-        if result.accuracy > bar and rank < TOO_FAST_FRACTION * ref_rank:
+        if result.accuracy > bar:
             flag(TOO_GOOD_TOO_FAST, f"accuracy {result.accuracy:.2%} beats the reference's {ref_accuracy:.2%} "
                                     f"(bar {bar:.2%}) in {rank:.3f} s, under {TOO_FAST_FRACTION:.0%} of its "
+                                    f"{ref_rank:.3f} s: check for looked-up answers")
+    elif fast and result.accuracy is None and reference.get("score") is not None and result.score is not None:
+        ref_score = reference["score"]
+        margin = TOO_GOOD_STANDARD_ERRORS * max(reference.get("score_std") or 0.0,
+                                                TOO_GOOD_MIN_MARGIN * abs(ref_score))
+        higher = getattr(result, "higher_is_better", True)
+        bar = ref_score + margin if higher else ref_score - margin
+        if (result.score > bar) if higher else (result.score < bar):
+            flag(TOO_GOOD_TOO_FAST, f"{result.metric} {result.score:.4g} beats the reference's {ref_score:.4g} "
+                                    f"(bar {bar:.4g}) in {rank:.3f} s, under {TOO_FAST_FRACTION:.0%} of its "
                                     f"{ref_rank:.3f} s: check for looked-up answers")
 
     predict, ref_predict = result.predict_seconds, reference.get("predict_seconds")

@@ -39,6 +39,60 @@ import traceback
 
 MAX_REPORTS_PER_RUN = 5000   # report() calls forwarded per train(); later ones are dropped
 MAX_REPORT_KEYS = 16         # numeric values kept per report() call
+# The course's libraries, named in the message when learner code imports a module the sandbox
+# lacks (those actually importable in this sandbox are listed). (import name, what people call it)
+COURSE_LIBRARIES = (("fastai", "fastai"), ("torch", "torch"), ("torchvision", "torchvision"), ("timm", "timm"),
+                    ("pandas", "pandas"), ("numpy", "numpy"), ("sklearn", "scikit-learn (sklearn)"),
+                    ("PIL", "Pillow (PIL)"), ("matplotlib", "matplotlib"), ("scipy", "scipy"))
+# Code naming one of these gets fastprogress's bars switched off before it runs: one line per
+# batch update would flood the log (the epoch table fastai prints still comes through).
+PROGRESS_BAR_USERS = ("fastai", "fastprogress")
+
+
+class WeightsMissing(RuntimeError):
+    """Raised instead of torch.hub's download (there is no network in the sandbox)."""
+
+
+def available_libraries() -> list[str]:
+    import importlib.util
+    found = []
+    for module, name in COURSE_LIBRARIES:
+        try:
+            if importlib.util.find_spec(module) is not None:
+                found.append(name)
+        except (ImportError, ValueError):
+            pass
+    return found
+
+
+def missing_module_message(error: ModuleNotFoundError) -> str:
+    return (f"the sandbox has no module {error.name!r} (nothing can be installed while grading, and there is "
+            f"no network); available: {', '.join(available_libraries())}")
+
+
+def quiet_progress_bars() -> None:
+    """fastprogress prints a bar update per batch (its isatty check is always true): off."""
+    try:
+        import fastprogress.fastprogress as fastprogress_module
+    except ImportError:
+        return
+    fastprogress_module.NO_BAR = True
+
+
+def block_weight_downloads() -> None:
+    """torch.hub (behind torchvision's and fastai's pretrained weights) downloads what is not in
+    TORCH_HOME's cache; without a network that fails with an opaque URLError. Fail instead with
+    the command that fills the cache (grader/weights.py)."""
+    import torch.hub
+
+    def download_url_to_file(url, dst, *args, **kwargs):
+        filename = str(url).rsplit("/", 1)[-1]
+        name = filename.split("-", 1)[0].split(".", 1)[0]
+        raise WeightsMissing(f"pretrained weights {filename} are not in the grader's model cache (the sandbox has "
+                             f"no network): an organizer must run `grader weights prepare {name}`, or the exercise's "
+                             f"spec should list it in `weights`")
+
+    torch.hub.download_url_to_file = download_url_to_file
 
 
 class Channel:
@@ -80,6 +134,8 @@ def _print_learner_traceback(error: BaseException) -> None:
 def _report_failure(channel: Channel, phase: str, error: BaseException) -> None:
     _print_learner_traceback(error)
     message = f"{type(error).__name__}: {error}".strip()[:500]
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        message = f"ModuleNotFoundError: {missing_module_message(error)}"[:500]
     if _is_out_of_memory(error):
         channel.send("oom", phase=phase, message=message)
     else:
@@ -107,6 +163,8 @@ def main(argv=None) -> None:
     parser.add_argument("--data", type=pathlib.Path, required=True)
     parser.add_argument("--out", type=pathlib.Path, required=True)
     parser.add_argument("--device", choices=("cpu", "cuda"), required=True)
+    parser.add_argument("--kind", default="image_tensors", help="the exercise's data kind (grader/kinds.py)")
+    parser.add_argument("--target", default=None, help="tabular: the target column's name")
     parser.add_argument("--prime", action="store_true",
                         help="import what torch imports lazily on first use (no warm-up run to absorb it)")
     args = parser.parse_args(argv)
@@ -149,8 +207,46 @@ def main(argv=None) -> None:
     channel.send("hello", torch=torch.__version__, device=device, device_name=device_name,
                  cuda=getattr(torch.version, "cuda", None))
 
+    from grader import kinds
     from grader.errors import InvalidNotebook
     from grader.notebook import check_contract, exec_exports
+
+    block_weight_downloads()
+    data_kind = args.kind
+    if data_kind in (kinds.TABULAR, kinds.RATINGS):
+        import pandas  # noqa: F401  (imported now, off the clock, not by the first read on it)
+
+    def read_frame(csv_name: str, dtypes_name: str):
+        import pandas as pd
+        dtypes = json.loads((args.data / dtypes_name).read_text(encoding="utf-8"))
+        frame = pd.read_csv(args.data / csv_name)
+        for column, dtype in dtypes.items():
+            if column in frame.columns and dtype in ("category", "bool", "object", "string"):
+                frame[column] = frame[column].astype(dtype)
+        return frame
+
+    def load_training_data():
+        """The kind's train() arguments: (positional, keyword)."""
+        if data_kind == kinds.IMAGE_FOLDER:
+            return (args.data / kinds.TRAIN_FOLDER,), {}
+        if data_kind == kinds.TABULAR:
+            return (read_frame(kinds.TRAIN_CSV, kinds.TRAIN_DTYPES),), {"target": args.target}
+        if data_kind == kinds.RATINGS:
+            return (read_frame(kinds.TRAIN_CSV, kinds.TRAIN_DTYPES),), {}
+        if data_kind == kinds.TEXT:
+            data = json.loads((args.data / kinds.TRAIN_JSON).read_text(encoding="utf-8"))
+            return (data["texts"], data["labels"]), {}
+        return tuple(load_arrays("x_train", "y_train")), {}
+
+    def load_test_data():
+        if data_kind == kinds.IMAGE_FOLDER:
+            names = json.loads((args.data / kinds.TEST_ORDER).read_text(encoding="utf-8"))
+            return [args.data / kinds.TEST_FOLDER / name for name in names]
+        if data_kind in (kinds.TABULAR, kinds.RATINGS):
+            return read_frame(kinds.TEST_CSV, kinds.TEST_DTYPES)
+        if data_kind == kinds.TEXT:
+            return json.loads((args.data / kinds.TEST_JSON).read_text(encoding="utf-8"))["texts"]
+        return load_arrays("x_test")[0]
 
     def load_arrays(*names):
         arrays = [load_npy(args.data / f"{name}.npy", allow_pickle=False) for name in names]
@@ -163,18 +259,51 @@ def main(argv=None) -> None:
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
 
-    def write_predictions(output) -> str | None:
-        """Validate the type here (the tensor never leaves the sandbox); return a problem or None."""
-        if not isinstance(output, torch.Tensor):
+    def as_array(output):
+        """predict()'s output as a plain numpy array (numbers or unicode labels), or a problem (str)."""
+        if isinstance(output, torch.Tensor):
+            tensor = output.detach()
+            if tensor.is_complex() or (tensor.dtype == torch.bool and data_kind == kinds.IMAGE_TENSORS):
+                return f"predict returned a {tensor.dtype} tensor; return integer indices or float scores"
+            if tensor.dtype in (torch.float16, torch.bfloat16, torch.bool):
+                tensor = tensor.float()
+            return tensor.cpu().numpy()
+        if data_kind == kinds.IMAGE_TENSORS:
             return (f"predict returned a {type(output).__name__}, not a torch.Tensor: return class "
                     "indices of shape (N,) or scores of shape (N, num_classes)")
-        tensor = output.detach()
-        if tensor.is_complex() or tensor.dtype == torch.bool:
-            return f"predict returned a {tensor.dtype} tensor; return integer indices or float scores"
-        if tensor.dtype in (torch.float16, torch.bfloat16):
-            tensor = tensor.float()
+        if hasattr(output, "to_numpy"):  # pandas Series / Index / one-column DataFrame
+            output = output.to_numpy()
+        if isinstance(output, (list, tuple)) and any(isinstance(item, torch.Tensor) for item in output[:1]):
+            output = [item.item() if isinstance(item, torch.Tensor) and item.numel() == 1 else item for item in output]
+        if not isinstance(output, (list, tuple, np.ndarray)):
+            return (f"predict returned a {type(output).__name__}; expected "
+                    f"{kinds.CONTRACTS[data_kind].predict_returns}")
         try:
-            array = tensor.cpu().numpy()
+            array = np.asarray(output)
+        except (TypeError, ValueError) as e:
+            return f"predict's output could not be turned into an array ({e})"
+        if array.dtype.kind == "O":
+            items = array.reshape(-1).tolist()
+            if all(isinstance(item, str) for item in items):
+                array = array.astype(str)
+            elif all(isinstance(item, (int, float, np.number)) and not isinstance(item, bool) for item in items):
+                array = array.astype(np.float64)
+            else:
+                kinds_seen = sorted({type(item).__name__ for item in items})[:4]
+                return (f"predict returned items of type {', '.join(kinds_seen)}; expected "
+                        f"{kinds.CONTRACTS[data_kind].predict_returns}")
+        if array.dtype.kind == "b":
+            array = array.astype(np.int64)
+        if array.dtype.kind not in "iufU":
+            return f"predict returned {array.dtype} values; expected {kinds.CONTRACTS[data_kind].predict_returns}"
+        return array
+
+    def write_predictions(output) -> str | None:
+        """Validate the type here (the output never leaves the sandbox); return a problem or None."""
+        array = as_array(output)
+        if isinstance(array, str):
+            return array
+        try:
             with open(args.out, "r+b") as f:
                 f.truncate(0)
                 np.save(f, array, allow_pickle=False)
@@ -207,8 +336,10 @@ def main(argv=None) -> None:
         if kind == "load":
             try:
                 code = args.code.read_text(encoding="utf-8")
+                if any(name in code for name in PROGRESS_BAR_USERS):
+                    quiet_progress_bars()
                 module = exec_exports(code, module_name="solution")
-                train, predict = check_contract(vars(module))
+                train, predict = check_contract(vars(module), data_kind)
             except InvalidNotebook as e:
                 channel.send("invalid", message=str(e))
                 return
@@ -233,20 +364,20 @@ def main(argv=None) -> None:
         elif kind == "train":
             nonce = command["nonce"]
             try:
-                x, y = load_arrays("x_train", "y_train")
+                train_args, train_keywords = load_training_data()
                 seed_everything(command["seed"])
-                model = train(x, y, seed=command["seed"], device=device, report=report)
+                model = train(*train_args, **train_keywords, seed=command["seed"], device=device, report=report)
                 synchronize()
             except BaseException as e:
                 _report_failure(channel, "train", e)
                 return
             channel.send("done", nonce=nonce)
-            del x, y
+            del train_args, train_keywords
 
         elif kind == "predict":
             nonce = command["nonce"]
-            (x_test,) = load_arrays("x_test")
             try:
+                x_test = load_test_data()
                 output = predict(model, x_test)
                 synchronize()
             except BaseException as e:

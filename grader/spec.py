@@ -4,8 +4,9 @@
     title = "Your first image classifier"
     version = 1                      # bump when data, target or budgets change: invalidates cached references
     dataset = "sklearn-digits"       # an id understood by grader.datasets.load
-    metric = "accuracy"              # the only metric so far
-    target = 0.97                    # mean test accuracy over the runs needed to pass
+    metric = "accuracy"              # grader/metrics.py: accuracy, error_rate, rmse, mae, pearson
+    target = 0.97                    # the mean score over the runs needed to pass, in the metric's
+                                     # units and direction (rmse: at most this; accuracy: at least)
     runs = 5                         # timed runs, each with a grader-chosen seed
     train_budget_seconds = 60.0      # wall clock per train() call; over it the run is killed (timeout)
     predict_budget_seconds = 10.0    # most wall clock per predict() call; the limit in force is lower when the
@@ -20,19 +21,23 @@ Optional keys:
     too_slow_factor = 10.0           # passed accuracy but median rank time (train + predict) over this many
                                      # times the reference's median (plus a second of grace) -> too_slow
     warmup_budget_seconds = 60.0     # cap on the warm-up; defaults to train_budget_seconds + predict_budget_seconds
+    data_kind = "image_tensors"      # grader/kinds.py: image_tensors (default), image_folder, tabular, text, ratings
+    weights = ["resnet18"]           # pretrained weights the notebook loads (grader/weights.py); missing
+                                     # from the cache -> infra_error before any run, naming the prepare command
 """
 
 import dataclasses
 import pathlib
 import tomllib
 
+from grader import kinds, metrics
 from grader.errors import SpecError
 
 SPEC_FILENAME = "spec.toml"
 REFERENCE_NOTEBOOK = "reference.ipynb"
 DEFAULT_TOO_SLOW_FACTOR = 10.0  # x reference median rank time; see `too_slow_factor` above
 DEVICES = ("cpu", "cuda")
-METRICS = ("accuracy",)
+METRICS = tuple(metrics.METRICS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +57,8 @@ class Spec:
     summary: str
     too_slow_factor: float = DEFAULT_TOO_SLOW_FACTOR
     warmup_budget_seconds: float | None = None
+    data_kind: str = kinds.DEFAULT_KIND
+    weights: tuple = ()
     directory: pathlib.Path | None = None  # where spec.toml was found; not a TOML key
 
     @property
@@ -59,6 +66,10 @@ class Spec:
         if self.warmup_budget_seconds is not None:
             return self.warmup_budget_seconds
         return self.train_budget_seconds + self.predict_budget_seconds
+
+    @property
+    def metric_info(self) -> metrics.Metric:
+        return metrics.get(self.metric)
 
     @property
     def reference_notebook(self) -> pathlib.Path:
@@ -69,6 +80,7 @@ class Spec:
         config = dataclasses.asdict(self)
         config.pop("directory")
         config["warmup_budget_seconds"] = self.warmup_cap_seconds
+        config["weights"] = list(self.weights)
         return config
 
 
@@ -94,6 +106,8 @@ _SCHEDULED_BY_THE_CURRICULUM = ("curriculum", "lesson")
 _OPTIONAL = {
     "too_slow_factor": ((int, float), "a number"),
     "warmup_budget_seconds": ((int, float), "a number of seconds"),
+    "data_kind": (str, "a string"),
+    "weights": (list, "a list of model names"),
 }
 
 
@@ -129,8 +143,25 @@ def parse_spec(data: dict, *, source: str = "spec.toml", directory: pathlib.Path
         fail(f"'version' must be at least 1, not {values['version']}")
     if values["metric"] not in METRICS:
         fail(f"'metric' must be one of {METRICS}, not {values['metric']!r}")
-    if not 0.0 < values["target"] <= 1.0:
-        fail(f"'target' is a fraction of the test set: between 0 and 1, not {values['target']}")
+    metric = values["metric"]
+    if metric in metrics.ACCURACY_TYPE and not 0.0 <= values["target"] <= 1.0:
+        fail(f"'target' is a fraction of the test set for {metric}: between 0 and 1, not {values['target']}")
+    if metric in ("rmse", "mae") and values["target"] <= 0:
+        fail(f"'target' of {metric} is an error that must be at most this: positive, not {values['target']}")
+    if metric == "pearson" and not -1.0 < values["target"] <= 1.0:
+        fail(f"'target' of pearson is a correlation: in (-1, 1], not {values['target']}")
+    kind = values.setdefault("data_kind", kinds.DEFAULT_KIND)
+    if kind not in kinds.KINDS:
+        fail(f"'data_kind' must be one of {kinds.KINDS}, not {kind!r}")
+    if values["warmup"] and kind != kinds.IMAGE_TENSORS:
+        # Warm-up data must carry no information about the real data; noise of the real shapes
+        # is only defined for tensors so far. Without a warm-up the runner primes torch's lazy
+        # imports instead (grader/runner.py --prime).
+        fail(f"'warmup = true' is only supported for data_kind image_tensors so far, not {kind!r}: set warmup = false")
+    weights = values.get("weights", [])
+    if not all(isinstance(name, str) and name.strip() for name in weights):
+        fail(f"'weights' must be a list of model names such as [\"resnet18\"], not {weights!r}")
+    values["weights"] = tuple(weights)
     if values["runs"] < 1:
         fail(f"'runs' must be at least 1, not {values['runs']}")
     if values["device"] not in DEVICES:

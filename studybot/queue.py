@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Iterator, Sequence
 
-from sqlalchemy import Float, LargeBinary, String, Text, and_, bindparam, cast, func, literal, or_, select, update
+from sqlalchemy import Boolean, Float, LargeBinary, String, Text, and_, bindparam, cast, func, literal, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -241,7 +241,7 @@ class JobQueue:
 
     def finish(self, job_id: int, token: str, result: dict, plot_png: bytes | None = None) -> bool:
         """Record the grader's result, once: the job becomes done, and the submission gets the
-        result's status, accuracy, train_seconds, predict_seconds, the ranking time and its interval
+        result's status, accuracy, metric, direction and score (metric_of), target, train_seconds, predict_seconds, the ranking time and its interval
         (``rank_times``), speed_ratio, the whole result as JSON, the plot and finished_at, in one
         transaction; a passing result with any ``flags`` makes the submission review_state 'flagged' (held off
         the boards until an organizer approves it). False, writing nothing, for a stale token."""
@@ -256,6 +256,8 @@ class JobQueue:
                 return False
             conn.execute(_FINISH_SUBMISSION, {
                 "p_id": row.submission_id, "p_status": status, "p_accuracy": _number(result.get("accuracy")),
+                **dict(zip(("p_metric", "p_higher", "p_score"), metric_of(result))),
+                "p_target": _number(result.get("target")),
                 "p_train": _number(result.get("train_seconds")), "p_speed": _number(result.get("speed_ratio")),
                 "p_predict": _number(result.get("predict_seconds")), **dict(zip(
                     ("p_rank", "p_low", "p_high"), rank_times(result))),
@@ -392,6 +394,8 @@ def _build_finish():
         JOBS.c.submission_id)
     submission = update(SUBMISSIONS).where(SUBMISSIONS.c.id == bindparam("p_id")).values(
         status=bindparam("p_status"), accuracy=bindparam("p_accuracy", type_=Float()),
+        metric=bindparam("p_metric", type_=String()), higher_is_better=bindparam("p_higher", type_=Boolean()),
+        score=bindparam("p_score", type_=Float()), target=bindparam("p_target", type_=Float()),
         train_seconds=bindparam("p_train", type_=Float()), speed_ratio=bindparam("p_speed", type_=Float()),
         predict_seconds=bindparam("p_predict", type_=Float()), rank_seconds=bindparam("p_rank", type_=Float()),
         rank_seconds_low=bindparam("p_low", type_=Float()), rank_seconds_high=bindparam("p_high", type_=Float()),
@@ -418,6 +422,20 @@ def _number(value) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
+
+
+def metric_of(result: dict) -> tuple[str, bool, float | None]:
+    """(metric, higher_is_better, score) of a result. Results from graders before metrics carry only
+    accuracy: that is the metric, higher is better, and the score is the accuracy."""
+    metric = result.get("metric")
+    if not isinstance(metric, str) or not metric or len(metric) > 24:
+        metric = "accuracy"
+    higher = result.get("higher_is_better")
+    higher = higher if isinstance(higher, bool) else True
+    score = _number(result.get("score"))
+    if score is None and metric == "accuracy":
+        score = _number(result.get("accuracy"))
+    return metric, higher, score
 
 
 def rank_times(result: dict) -> tuple[float | None, float | None, float | None]:

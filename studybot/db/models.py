@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 
 from sqlalchemy import (
+    Boolean,
     Date,
     Float,
     LargeBinary,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Index,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -212,6 +214,13 @@ class Submission(Base):
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     verified_by_submission: Mapped[int | None] = mapped_column(ForeignKey("submissions.id"), nullable=True)
     verifies: Mapped[int | None] = mapped_column(ForeignKey("submissions.id"), nullable=True)
+    # The exercise's metric (the grader's grader/metrics.py: accuracy, error_rate, rmse, mae, pearson), its
+    # direction, the mean score over runs and the spec's target, from the result. Rows from before metrics:
+    # accuracy, higher is better, score = accuracy. ``accuracy`` stays filled for accuracy-type metrics.
+    metric: Mapped[str] = mapped_column(String(24), default="accuracy", server_default="accuracy")
+    higher_is_better: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    target: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class SubmitIntent(Base):

@@ -58,6 +58,55 @@ def escape_keeping_mentions(value: Any) -> str:
     return "".join(part if i % 2 else escape_mrkdwn(part) for i, part in enumerate(parts))
 
 
+# How the bot names and shows the grader's metrics (grader/metrics.py; the bot never imports the
+# grader): fractions as percentages, the others as plain numbers with three decimals.
+METRIC_NAMES = {"accuracy": "accuracy", "error_rate": "error rate", "rmse": "RMSE", "mae": "MAE",
+                "pearson": "Pearson r"}
+FRACTION_METRICS = ("accuracy", "error_rate")
+
+
+def metric_name(metric: str | None) -> str:
+    return METRIC_NAMES.get(metric or "accuracy", str(metric))
+
+
+def score_value(value: float | None, metric: str | None = "accuracy", decimals: int | None = None) -> str:
+    """0.981 -> '98.10%' for accuracy-type metrics; 0.912 -> '0.912' for the others; '–' for none."""
+    if value is None:
+        return "–"
+    if (metric or "accuracy") in FRACTION_METRICS:
+        return f"{100 * value:.{2 if decimals is None else decimals}f}%"
+    return f"{value:.{3 if decimals is None else decimals}f}"
+
+
+def target_value(value: float | None, metric: str | None = "accuracy", higher_is_better: bool | None = True) -> str:
+    """The target as the learner must read it: '97.00%' (at least), '≤ 0.950' (at most)."""
+    text = score_value(value, metric)
+    return text if higher_is_better is not False else f"≤ {text}"
+
+
+def score_phrase(metric: str | None, higher_is_better: bool | None, score: float | None,
+                 target: float | None) -> str:
+    """'98.10% accuracy (target 97.00%)' or 'RMSE 0.912 (target ≤ 0.950)'."""
+    metric = metric or "accuracy"
+    goal = f" (target {target_value(target, metric, higher_is_better)})" if target is not None else ""
+    if metric == "accuracy":
+        return f"{score_value(score, metric)} accuracy{goal}"
+    return f"{metric_name(metric)} {score_value(score, metric)}{goal}"
+
+
+def short_score(metric: str | None, score: float | None, decimals: int | None = None) -> str:
+    """'98.10%' for accuracy (as boards always showed it), 'RMSE 0.912' for the other metrics."""
+    metric = metric or "accuracy"
+    value = score_value(score, metric, decimals)
+    return value if metric == "accuracy" else f"{metric_name(metric)} {value}"
+
+
+def submission_score(submission) -> str | None:
+    """A submission row's score in its metric, or None when it has none (rows before 0007: accuracy)."""
+    score = submission.score if submission.score is not None else submission.accuracy
+    return None if score is None else short_score(submission.metric, score)
+
+
 @lru_cache(maxsize=1)
 def environment() -> Environment:
     env = Environment(
@@ -74,6 +123,12 @@ def environment() -> Environment:
     env.filters["duration"] = duration
     env.filters["mention"] = lambda user_id: f"<@{user_id}>"
     env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
+    env.filters["score"] = score_value
+    env.filters["metric_name"] = metric_name
+    env.globals["score_phrase"] = score_phrase
+    env.globals["short_score"] = short_score
+    env.globals["submission_score"] = submission_score
+    env.globals["target_value"] = target_value
     env.filters["md"] = lambda value: json.dumps(escape_mrkdwn(value), ensure_ascii=False)[1:-1]
     env.filters["clip"] = limits.clip
     env.filters["chunks"] = limits.chunks

@@ -37,7 +37,11 @@ CSV_COLUMNS = (
     ("source", "slack, shell or regrade"),
     ("lane", "ranked or check"),
     ("status", "queued, running, passed, below_target, too_slow, timeout, oom, crashed, ..."),
-    ("accuracy", "the grader's accuracy (0-1)"),
+    ("accuracy", "the grader's accuracy (0-1); empty for exercises not scored by accuracy or error rate"),
+    ("metric", "the exercise's metric: accuracy, error_rate, rmse, mae or pearson"),
+    ("higher_is_better", "true when a higher score is better (accuracy, pearson), false for error_rate, rmse, mae"),
+    ("score", "the mean score over runs in that metric"),
+    ("target", "the exercise's target in that metric: at least it when higher is better, at most it otherwise"),
     ("train_seconds", "training time in seconds, as the grader measured it (median over runs)"),
     ("predict_seconds", "prediction time in seconds (median over runs)"),
     ("rank_seconds", "the ranking time: median over runs of train + predict seconds"),
@@ -131,7 +135,9 @@ class Exports:
             runs = [r for r in result.get("runs") or [] if isinstance(r, dict)]
             writer.writerow([_cell(v) for v in (
                 sub.id, cohort.name, sub.exercise_id, sub.user_id, modes.get(sub.user_id, ""), _iso(sub.created_at),
-                _iso(sub.finished_at), sub.source, sub.lane, sub.status, sub.accuracy, sub.train_seconds,
+                _iso(sub.finished_at), sub.source, sub.lane, sub.status, sub.accuracy,
+                sub.metric, "true" if sub.higher_is_better is not False else "false",
+                sub.score if sub.score is not None else sub.accuracy, sub.target, sub.train_seconds,
                 sub.predict_seconds, sub.rank_seconds, sub.rank_seconds_low, sub.rank_seconds_high,
                 sub.speed_ratio, ranks.get(sub.id, ""), sub.review_state, sub.review_note, sub.reviewed_by,
                 sub.verification, sub.verified_by_submission,

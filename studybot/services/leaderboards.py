@@ -62,6 +62,10 @@ class Entry:
     high: float | None = None
     tied: bool = False
     verified: bool = False  # a re-run on new seeds agreed (services/verification.py)
+    # The exercise's metric and the entry's score in it ("rmse", 0.912); the board still ranks by time.
+    metric: str = "accuracy"
+    score: float | None = None
+    higher_is_better: bool = True
 
     @property
     def interval(self) -> Interval:
@@ -154,6 +158,7 @@ class Leaderboards:
                 "lesson_title": lesson.title if lesson else None, "submission_id": submission.id,
                 "holder": _public_entry(holder), "previous": _public_entry(previous) if previous else None,
                 "seconds": holder.seconds, "low": holder.low, "high": holder.high, "accuracy": holder.accuracy,
+                "metric": holder.metric, "score": holder.score,
                 "speed_ratio": holder.speed_ratio, "previous_seconds": previous.seconds if previous else None,
                 "previous_low": previous.low if previous else None,
                 "speedup": previous.seconds / holder.seconds if previous and holder.seconds > 0 else None,
@@ -198,7 +203,9 @@ class Leaderboards:
                 seconds=interval.median, low=interval.low, high=interval.high, accuracy=submission.accuracy,
                 speed_ratio=submission.speed_ratio, created_at=submission.created_at,
                 is_you=viewer is not None and submission.user_id == viewer,
-                verified=submission.verification == "verified"))
+                verified=submission.verification == "verified", metric=submission.metric or "accuracy",
+                score=submission.score if submission.score is not None else submission.accuracy,
+                higher_is_better=submission.higher_is_better is not False))
         return entries
 
     def public_board(self, s: Session, cohort: Cohort, exercise: str, lesson_key: str, lesson_title: str) -> Board:
@@ -295,6 +302,7 @@ def _pseudonyms(cohort_id: int, memberships: list[Membership]) -> dict[int, str]
 def _public_entry(entry: Entry) -> dict[str, Any]:
     return {"label": entry.label, "user_id": entry.user_id, "seconds": entry.seconds, "low": entry.low,
             "high": entry.high, "accuracy": entry.accuracy, "speed_ratio": entry.speed_ratio,
+            "metric": entry.metric, "score": entry.score,
             "submission_id": entry.submission_id}
 
 

@@ -59,6 +59,7 @@ class Run:
     warmup_seconds: float | None
     load_average: float | None
     gpu: dict | None
+    score: float | None = None  # in the exercise's metric (Evidence.metric); accuracy for older results
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ class Evidence:
     flags: list[dict] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)
     notebook_where: str | None = None  # where the notebook was uploaded (a Slack file id, a shell path)
+    metric: str = "accuracy"
+    score: float | None = None
 
 
 def runs_of(result: dict) -> list[Run]:
@@ -93,7 +96,8 @@ def runs_of(result: dict) -> list[Run]:
             runs.append(Run(seed=run.get("seed"), accuracy=run.get("accuracy"),
                             train_seconds=run.get("train_seconds"), predict_seconds=run.get("predict_seconds"),
                             rank_seconds=run.get("rank_seconds"), warmup_seconds=run.get("warmup_seconds"),
-                            load_average=run.get("load_average"), gpu=run.get("gpu") or None))
+                            load_average=run.get("load_average"), gpu=run.get("gpu") or None,
+                            score=run.get("score", run.get("accuracy"))))
     return runs
 
 
@@ -144,6 +148,8 @@ class Review:
                 cohort_name=cohort.name if cohort else None, status=submission.status,
                 review_state=submission.review_state, review_note=submission.review_note,
                 verification=submission.verification, accuracy=submission.accuracy,
+                metric=submission.metric or "accuracy",
+                score=submission.score if submission.score is not None else submission.accuracy,
                 train_seconds=submission.train_seconds, predict_seconds=submission.predict_seconds,
                 rank_seconds=submission.rank_seconds, rank_seconds_low=submission.rank_seconds_low,
                 rank_seconds_high=submission.rank_seconds_high, code_sha256=result.get("code_sha256"),

@@ -104,9 +104,11 @@ def test_unsafe_flag_is_loud(capsys, tmp_path, data_dir):
 
 def test_exercises_listing(capsys):
     code, out, _ = run_cli(capsys, "exercises", "--exercises-dir", str(EXERCISES))
-    assert code == 0 and out.startswith("tiny") and "target 90.0%" in out
+    assert code == 0 and out.startswith("tiny") and "image_tensors, target accuracy 90.00%" in out
+    assert "tiny_ratings   ratings, target RMSE ≤ 0.500" in out  # a lower-is-better metric says so
     code, out, _ = run_cli(capsys, "exercises", "--json", "--exercises-dir", str(EXERCISES))
-    assert [e["id"] for e in json.loads(out)] == ["tiny"]
+    assert [e["id"] for e in json.loads(out)] == ["tiny", "tiny_folder", "tiny_ratings", "tiny_tabular", "tiny_text"]
+    assert json.loads(out)[2]["data_kind"] == "ratings"
 
 
 def test_usage_errors(capsys):
@@ -120,5 +122,5 @@ def test_console_script_is_installed():
     script = os.path.join(os.path.dirname(sys.executable), "grader")
     result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    for command in ("grade", "reference", "exercises", "datasets"):
+    for command in ("grade", "reference", "exercises", "datasets", "weights"):
         assert command in result.stdout

@@ -136,7 +136,7 @@ def test_result_json_carries_the_ranking_fields():
     data = json.loads(result.to_json())
     assert (data["rank_seconds"], data["rank_seconds_low"], data["rank_seconds_high"]) == (3.0, 1.0, 5.0)
     assert data["flags"] == [{"code": "predict_heavy", "message": "m"}] and data["reference_remeasured"] is False
-    assert set(data["runs"][0]) == {"seed", "accuracy", "train_seconds", "predict_seconds", "rank_seconds",
+    assert set(data["runs"][0]) == {"seed", "score", "accuracy", "train_seconds", "predict_seconds", "rank_seconds",
                                     "warmup_seconds", "load_average", "gpu"}
     assert data["speed_ratio"] == pytest.approx(3.03 / 3.0)
 

@@ -84,14 +84,16 @@ def test_result_json_has_the_agreed_fields():
     for key in ("exercise", "status", "message", "accuracy", "accuracy_std", "runs", "train_seconds",
                 "total_seconds", "reference", "speed_ratio", "target", "hardware", "log_tail", "code_sha256",
                 "config", "plot", "rank_seconds", "rank_seconds_low", "rank_seconds_high", "flags",
-                "reference_remeasured"):
+                "reference_remeasured", "metric", "higher_is_better", "score", "score_std"):
         assert key in data, key
     assert data["accuracy"] == pytest.approx(0.96)
+    assert (data["metric"], data["higher_is_better"]) == ("accuracy", True)
+    assert data["score"] == pytest.approx(0.96) and data["score_std"] == pytest.approx(0.01)
     assert data["accuracy_std"] == pytest.approx(0.01)
     assert data["train_seconds"] == 2.0          # median
     assert data["rank_seconds"] == pytest.approx(2.01)  # median of train + predict per run
     assert data["speed_ratio"] == pytest.approx(4.0 / 2.01)  # reference rank 4 s / median rank 2.01 s
-    assert set(data["runs"][0]) == {"seed", "accuracy", "train_seconds", "predict_seconds", "rank_seconds",
+    assert set(data["runs"][0]) == {"seed", "score", "accuracy", "train_seconds", "predict_seconds", "rank_seconds",
                                     "warmup_seconds", "load_average", "gpu"}
     assert len(data["learning_curves"][0]) == results.MAX_CURVE_POINTS
     assert data["learning_curves"][0][-1]["epoch"] == 499
@@ -125,7 +127,7 @@ def test_judge_boundaries(tiny_spec):
     grading.judge(spec, result)  # 2.01 s is not over 10 x 0.101 + 1 = 2.01 s
     assert result.status == results.PASSED and "0.05x the reference's speed" in result.message
     for run in result.runs:
-        run.accuracy = 0.5
+        run.accuracy = run.score = 0.5
     grading.judge(spec, result)
     assert result.status == results.BELOW_TARGET and "below the target 90.00%" in result.message
 

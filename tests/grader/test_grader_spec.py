@@ -60,7 +60,8 @@ def test_invalid_toml_and_id_mismatch(tmp_path):
 
 
 def test_find_and_list():
-    assert [s.id for s in list_exercises(EXERCISES)] == ["tiny"]
+    assert [s.id for s in list_exercises(EXERCISES)] == ["tiny", "tiny_folder", "tiny_ratings", "tiny_tabular",
+                                                         "tiny_text"]  # one tiny exercise per data kind
     with pytest.raises(SpecError, match=r"no exercise 'nope' .*known: tiny"):
         find_exercise("nope", EXERCISES)
     with pytest.raises(SpecError, match="not an exercise id"):
