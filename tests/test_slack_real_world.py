@@ -265,6 +265,15 @@ def test_a_mention_in_a_reason_stays_a_mention_and_other_markup_stays_inert():
     reason = parse(shlex.split(typed), {"reason"}).one("reason")
     assert reason == "copied from <@U2|bob> & <@U3>, not <!channel>"
     assert escape_keeping_mentions(reason) == "copied from <@U2|bob> &amp; <@U3>, not &lt;!channel&gt;"
+    from studybot.messages import render
+    from studybot.services.moderation import SubmissionInfo
+
+    info = SubmissionInfo(id=7, user_id="U1", exercise="digits", cohort_name="fastai", status="passed",
+                          seconds=3.0, reason=reason)
+    for to_learner in (True, False):  # both the learner's DM and the organizer's answer keep the mention
+        message = render("disqualified", info=info, action="disqualified", to_learner=to_learner)
+        assert "<@U2|bob>" in message.text and "&lt;!channel&gt;" in message.text
+        assert "<!channel>" not in str(message.blocks)
 
 
 def test_smart_quotes_from_a_phone_are_read_as_quotes(app):
