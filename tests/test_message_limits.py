@@ -16,7 +16,7 @@ from slack_sdk.models.views import View
 from studybot.curricula import Link
 from studybot.errors import FieldError
 from studybot.messages import limits, render, render_view
-from tests.test_messages import LEADERBOARD_TEMPLATES, TEMPLATES
+from tests.test_messages import LEADERBOARD_TEMPLATES, REVIEW_TEMPLATES, TEMPLATES
 
 CREATE = "/study cohort create fastai --channel #fastai --start 2027-01-05 --time 18:00 --tz Europe/Berlin"
 LONG = "Ü" * 70  # a long name in characters that JSON and Slack count one each
@@ -106,8 +106,9 @@ def test_every_template_stays_within_slacks_limits_when_its_inputs_are_huge(huge
     }
     names = {p.stem for p in TEMPLATES.glob("*.j2") if not p.stem.startswith("_")}
     # grading_dead and submission render submissions and jobs: rendered at size in tests/test_worker.py;
-    # the leaderboard family in tests/test_ranking.py. render()'s final check covers them all the same.
-    elsewhere = LEADERBOARD_TEMPLATES | {"grading_dead", "submission"}
+    # the leaderboard family in tests/test_ranking.py, the review family in tests/test_review.py.
+    # render()'s final check covers them all the same.
+    elsewhere = LEADERBOARD_TEMPLATES | REVIEW_TEMPLATES | {"grading_dead", "submission"}
     assert names - elsewhere == set(contexts) | set(views), "render a new template here too"
     for kind, context in contexts.items():
         check_message(render(kind, **context), kind)
