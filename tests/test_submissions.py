@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select, update
@@ -14,6 +14,7 @@ from sqlalchemy import func, select, update
 from studybot.bootstrap import build_services
 from studybot.db.models import GradingJob, Notebook, Submission
 from studybot.errors import InputError
+from studybot.services.feedback import UPDATE_BACKOFF_SECONDS
 from studybot.services.intake import DUPLICATE, REJECTED
 from studybot.services.submissions import check_notebook
 from studybot.shell.chat import ShellChat
@@ -149,6 +150,8 @@ def test_results_edit_the_message_in_place_through_429_and_500(app):
     assert queue.finish(claim.job_id, claim.token, result)
     app.fake.fail_next("chat.update", status=500, times=4)  # more than the client's own retries
     assert app.services.feedback.tick() == []  # not lost: not marked either
+    assert app.services.feedback.tick() == []  # and not hammered: it waits out its backoff
+    app.clock.advance(timedelta(seconds=UPDATE_BACKOFF_SECONDS))
     assert app.services.feedback.tick() == [(1, "done:below_target")]
     final = [c for c in app.fake.calls_to("chat.update") if c.ok][-1]
     assert "below target" in final.args["text"] and "90.00% is below the target" in str(final.args["blocks"])

@@ -50,6 +50,23 @@ def escape_mrkdwn(value: Any) -> str:
 USER_MENTION = re.compile(r"(<@[UW][A-Z0-9]+(?:\|[^<>&]*)?>)")  # <@U123> or <@U123|ada>, as Slack sends them
 
 
+def escaped_tail(value: Any, limit: int) -> str:
+    """The end of a log, escaped FIRST and then cut to ``limit`` characters (cutting first let every
+    & < > grow into an entity afterwards, past Slack's section limit): from a line break when one is
+    in the kept part, else from the first whole character (never half of an ``&amp;``)."""
+    text = escape_mrkdwn(value).rstrip("\n")
+    if len(text) <= limit:
+        return text
+    tail = text[-limit:]
+    newline = tail.find("\n")
+    if 0 <= newline < len(tail) - 1:
+        return tail[newline + 1:]
+    semicolon, ampersand = tail.find(";"), tail.find("&")
+    if 0 <= semicolon < 5 and (ampersand == -1 or semicolon < ampersand):  # we cut inside an entity
+        return tail[semicolon + 1:]
+    return tail
+
+
 def escape_keeping_mentions(value: Any) -> str:
     """Like ``escape_mrkdwn``, but a user mention stays a mention: for text a person wrote in Slack
     where a mention is meant (a disqualification's --reason naming who it was copied from).
@@ -118,6 +135,7 @@ def environment() -> Environment:
     )
     env.filters["mrkdwn"] = escape_mrkdwn
     env.filters["mrkdwn_mentions"] = escape_keeping_mentions
+    env.filters["mrkdwn_tail"] = escaped_tail
     env.filters["when"] = when
     env.filters["slackdate"] = slack_date
     env.filters["duration"] = duration

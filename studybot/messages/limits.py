@@ -24,6 +24,7 @@ HOME_COHORTS_SHOWN = 20  # a learner's own cohorts on the App Home (2 blocks eac
 
 # ---- characters
 SECTION_TEXT_MAX = 3000  # a section's text
+LOG_TAIL_MAX = 1500  # characters of a learner's log tail shown in the result DM, after escaping (fits a section with room)
 FIELD_TEXT_MAX = 2000  # one section field
 CONTEXT_TEXT_MAX = 3000  # one context element's text
 HEADER_TEXT_MAX = 150  # a header block's plain text

@@ -20,7 +20,7 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, true, update
 
 from studybot.time_source import Clock
 from studybot.db.engine import Database
@@ -34,6 +34,8 @@ from studybot.services.verification import DISAGREED, VERIFIED, Verification, fl
 log = logging.getLogger(__name__)
 
 BATCH = 100  # submissions looked at per tick
+UPDATE_BACKOFF_SECONDS = 10.0  # after a failed edit, the first wait before the next try; doubles per failure
+UPDATE_BACKOFF_MAX_SECONDS = 600.0  # the longest wait between tries of one message
 FINAL_PREFIX = "done:"
 RECORD_KIND = "record"  # deliveries.kind of a "new record" channel post
 
@@ -60,6 +62,9 @@ class Feedback:
         self.submissions, self.leaderboards = submissions, leaderboards
         self.poster = poster or ExactlyOncePoster(db, chat, clock)
         self.verification = verification or Verification(db, clock, submissions.queue)
+        # submission id -> (clock time of the next try, failures so far); per process on purpose: a
+        # restarted clock process simply tries every message once more
+        self._backoff: dict[int, tuple[float, int]] = {}
 
     def tick(self) -> list[tuple[int, str]]:
         """Bring every open submission's message up to date; returns (submission id, new state).
@@ -69,11 +74,18 @@ class Feedback:
         self._retry_records()
         self._settle_verifications()
         changed = []
+        now = self.clock.now().timestamp()
+        waiting = [sid for sid, (at, _) in self._backoff.items() if at > now]
         with self.db.session() as s:
+            # Only messages that may have to change: a queued job already shown as queued cannot (its
+            # position is shown when asked), and rows waiting out a failed edit sit out. So neither a
+            # long queue nor failing rows can keep a finished result out of the batch.
             rows = s.execute(select(Submission, GradingJob).outerjoin(
                 GradingJob, GradingJob.submission_id == Submission.id).where(
                 Submission.dm_channel.is_not(None),
                 or_(Submission.notified_state.is_(None), ~Submission.notified_state.startswith(FINAL_PREFIX)),
+                ~((Submission.status == "queued") & (Submission.notified_state == "queued")),
+                Submission.id.not_in(waiting) if waiting else true(),
             ).order_by(Submission.id).limit(BATCH)).all()
             for submission, job in rows:
                 s.expunge(submission)
@@ -85,9 +97,16 @@ class Feedback:
                 continue
             try:
                 self.chat.update(submission.dm_channel, submission.dm_ts, self.message(submission, job))
-            except ChatError as error:  # try again next tick; nothing is marked
-                log.warning("could not update the message of submission %s: %s", submission.id, error.message)
-                continue
+                self._backoff.pop(submission.id, None)
+            except ChatError as error:
+                if not error.permanent:  # Slack or the network will recover: back off, then try again
+                    self._back_off(submission.id, now)
+                    log.warning("could not update the message of submission %s: %s", submission.id,
+                                error.message)
+                    continue
+                # The same edit will be refused forever (invalid_blocks, the DM gone): give this state
+                # up, so it is never retried, and still do what the result needs (plot, record).
+                log.error("gave up showing submission %s as %s: %s", submission.id, state, error.message)
             with self.db.session() as s:
                 won = s.execute(update(Submission).where(
                     Submission.id == submission.id,
@@ -99,6 +118,12 @@ class Feedback:
                 if state.startswith(FINAL_PREFIX):
                     self._after_result(submission)
         return changed
+
+    def _back_off(self, submission_id: int, now: float) -> None:
+        """This process waits before editing the message again: 10 s, doubling, at most 10 min."""
+        _, failures = self._backoff.get(submission_id, (0.0, 0))
+        wait = min(UPDATE_BACKOFF_SECONDS * 2 ** failures, UPDATE_BACKOFF_MAX_SECONDS)
+        self._backoff[submission_id] = (now + wait, failures + 1)
 
     def message(self, submission: Submission, job: GradingJob | None):
         return render("submission", **self.context(submission, job))
