@@ -48,12 +48,7 @@ def grade_submission(notebook, spec, *, data_dir: pathlib.Path, load_dataset=Non
     result = grading.grade(notebook, spec, reference=reference, runs=runs, plot_path=None, **options)
     if needs_fresh_reference(result, reference):
         _judge_against_fresh_reference(result, spec, runs=len(result.runs), **options)
-    if result.runs and plot_path is not None:
-        from grader import plot
-        try:
-            result.plot = str(plot.render(result, plot_path))
-        except Exception as e:  # a broken plot must never lose a result
-            result.notes.append(f"the plot could not be drawn: {e}")
+    grading.attach_plot(result, plot_path)  # after any re-judging, so the plot shows the final verdict
     return result
 
 
@@ -117,7 +112,5 @@ def measure_reference(spec, *, data_dir: pathlib.Path, load_dataset=None, unsafe
         result.reference = reference_cache.save(spec, data_dir=data_dir, result=result)
         if result.status == results.BELOW_TARGET:
             result.notes.append("the reference itself misses the exercise's target on this machine")
-    if result.runs and plot_path is not None:
-        from grader import plot
-        result.plot = str(plot.render(result, plot_path))
+    grading.attach_plot(result, plot_path)
     return result

@@ -642,13 +642,19 @@ def grade(notebook, spec, *, data_dir: pathlib.Path, reference: Reference, load_
         result.message = f"internal grader error ({type(e).__name__}: {e}); the submission was not judged"
     finally:
         result.total_seconds = time.perf_counter() - started
-    if result.runs and plot_path is not None:
-        from grader import plot
-        try:
-            result.plot = str(plot.render(result, plot_path))
-        except Exception as e:  # a broken plot must never lose a result
-            result.notes.append(f"the plot could not be drawn: {e}")
+    attach_plot(result, plot_path)
     return result
+
+
+def attach_plot(result: results.Result, plot_path: pathlib.Path | None) -> None:
+    """Draw the runs' plot to plot_path (when asked and there are runs); a broken plot never loses a result."""
+    if not result.runs or plot_path is None:
+        return
+    from grader import plot
+    try:
+        result.plot = str(plot.render(result, plot_path))
+    except Exception as e:
+        result.notes.append(f"the plot could not be drawn: {e}")
 
 
 def _load_dataset(load_dataset, spec, data_dir):
