@@ -60,9 +60,11 @@ from pathlib import Path
 
 import numpy as np
 
+from grader import sources
 from grader.errors import DatasetMissing, SpecError
 
-DATASET_IDS = ("digits", "mnist1d", "cifar10")
+TENSOR_DATASET_IDS = ("digits", "mnist1d", "cifar10")  # read by this module
+DATASET_IDS = TENSOR_DATASET_IDS + sources.IDS          # ... and by grader/sources/ (one module each)
 ALIASES = {"cifar10-94": "cifar10"}  # exercise ids people type at `grader datasets prepare`
 
 DIGITS_TEST_SIZE = 360      # images held out for the test split (20%; 1,437 remain to train)
@@ -99,11 +101,14 @@ def resolve(dataset_id: str) -> str:
     return canonical
 
 
-def load(dataset_id: str, data_dir: Path) -> Dataset:
-    """Load a prepared dataset. Raises DatasetMissing if its files are not on disk
-    (mnist1d is built on the spot instead, since that needs no network)."""
+def load(dataset_id: str, data_dir: Path):
+    """Load a prepared dataset with its fixed public split, in its kind's form (grader/kinds.py).
+    Raises DatasetMissing if its files are not on disk (mnist1d is built on the spot instead,
+    since that needs no network)."""
     dataset_id = resolve(dataset_id)
     data_dir = Path(data_dir)
+    if dataset_id in sources.SOURCES:
+        return sources.for_grading(dataset_id, data_dir, secret=None)
     if dataset_id == "digits":
         return _load_digits()
     if dataset_id == "mnist1d":
@@ -114,8 +119,10 @@ def load(dataset_id: str, data_dir: Path) -> Dataset:
 def load_for_grading(dataset_id: str, data_dir: Path, *, secret: int) -> Dataset:
     """load(), with the test split made for one grade from `secret` (see the module docstring).
     The same secret gives the same arrays; the grader draws a fresh one per grade."""
-    dataset = load(dataset_id, data_dir)
     dataset_id = resolve(dataset_id)
+    if dataset_id in sources.SOURCES:
+        return sources.for_grading(dataset_id, Path(data_dir), secret=secret)
+    dataset = load(dataset_id, data_dir)
     if dataset_id == "digits":
         return dataclasses.replace(dataset, x_test=perturb_digits(dataset.x_test, secret))
     if dataset_id == "mnist1d":
@@ -128,7 +135,9 @@ def prepare(dataset_id: str, data_dir: Path) -> None:
     """Put a dataset's files under data_dir, once. Idempotent."""
     dataset_id = resolve(dataset_id)
     data_dir = Path(data_dir)
-    if dataset_id == "mnist1d":
+    if dataset_id in sources.SOURCES:
+        sources.prepare(dataset_id, data_dir)
+    elif dataset_id == "mnist1d":
         if not (data_dir / MNIST1D_FILE).is_file():
             _save_npz(data_dir / MNIST1D_FILE, _build_mnist1d())
     elif dataset_id == "cifar10":
@@ -138,6 +147,14 @@ def prepare(dataset_id: str, data_dir: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
         for train in (True, False):  # download=True checks md5s and skips files already there
             torchvision.datasets.CIFAR10(root, train=train, download=True)
+
+
+def needs_network(dataset_id: str) -> bool:
+    """Whether prepare() downloads (digits and mnist1d are built offline)."""
+    dataset_id = resolve(dataset_id)
+    if dataset_id in sources.SOURCES:
+        return sources.needs_network(dataset_id)
+    return dataset_id == "cifar10"
 
 
 # ---------------------------------------------------------------------------------------------

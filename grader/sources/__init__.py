@@ -9,6 +9,10 @@ Every source module has
   missing file raises DatasetMissing, whose message names `grader datasets prepare <id>`.
 - `write_fixture(root, *, seed, ...)` (sources that need a download): a small copy in the real
   on-disk format, so tests run the real reading code.
+- `DATA_KIND` and `for_grading(data_dir, *, secret)`: the prepared data in its kind's form
+  (grader/kinds.py's docstring lists each kind's attributes), on the fixed public split when
+  `secret` is None, else with the test part made for one grade from the grader's secret (a
+  copy of the public test answers must not match it; each module says how).
 - `NEEDS_NETWORK`, and a docstring with the data's terms, layout, sizes and baselines.
 
 | id                | raw form from load()                                         | source            |
@@ -49,6 +53,14 @@ def prepare(source_id: str, data_dir: Path) -> Path:
 
 def load(source_id: str, data_dir: Path):
     return source(source_id).load(Path(data_dir))
+
+
+def for_grading(source_id: str, data_dir: Path, *, secret: int | None):
+    """What train() and predict() are handed for this source (its DATA_KIND's form)."""
+    module = source(source_id)
+    if not hasattr(module, "for_grading"):
+        raise SpecError(f"data source {source_id!r} has no grading loader (for_grading) yet")
+    return module.for_grading(Path(data_dir), secret=secret)
 
 
 def needs_network(source_id: str) -> bool:
