@@ -49,6 +49,10 @@ class Chat(Protocol):
     def is_workspace_admin(self, user_id: str) -> bool:
         """Workspace admins and owners are organizers of every cohort."""
 
+    def display_name(self, user_id: str) -> str:
+        """How a user is shown without notifying them (a weekly board names many people; an
+        @-mention would ping each one). Falls back to the id when the name cannot be had."""
+
     def resolve_channel(self, raw: str) -> Channel:
         """Turn what a user typed (#name, <#C123|name>, C123) into a channel; FieldError('channel') if none."""
 

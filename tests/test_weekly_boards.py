@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from studybot.db.engine import Database
-from studybot.db.models import Cohort, Delivery
+from studybot.db.models import Cohort, Delivery, Membership
 from studybot.services.posting import ExactlyOncePoster
 from studybot.services.weekly_boards import WeeklyBoards
 from studybot.shell.chat import ShellChat
@@ -78,7 +78,8 @@ def test_weekly_board_posts_once_per_iso_week_whoever_ticks(bot):
         bot.clock.advance(timedelta(hours=2))
     [post] = weekly_posts(bot.chat)
     assert post.startswith("Weekly leaderboard of fastai (2027-W03)")
-    assert "Leaderboard for `digits` in fastai" in post and "1. anonymous " in post and "2. <@ada> · 50.0 s" in post
+    assert "Leaderboard for `digits` in fastai" in post and "1. anonymous " in post and "2. ada · 50.0 s" in post
+    assert "<@" not in post  # named, never @-mentioned: the weekly post pings nobody
     assert "bob" not in post and "← you" not in post and "#" not in post.replace("#fastai", "")
     with bot.services.db.session() as s:
         row = s.scalar(select(Delivery).where(Delivery.kind == "leaderboard"))
@@ -172,3 +173,29 @@ def test_two_tickers_racing_post_the_weekly_board_once(bot):
         thread.join()
     assert results == ["fastai:2027-W03"]
     assert sum(len(weekly_posts(chat)) for chat in chats) == 1
+
+
+def test_the_weekly_post_shows_slack_display_names_and_pings_nobody(bot, fake_slack):
+    """Through the real SlackChat: users.info's display name, else the real name, else the id;
+    no <@U…> mention anywhere in the post's text or blocks."""
+    from studybot.slack.chat import SlackChat, make_web_client
+    from tests.conftest import BOT_TOKEN
+
+    fake_slack.add_user("UADA", "ada.l", real_name="Ada Lovelace")
+    fake_slack.add_user("UBOB", "", real_name="Bob Builder")["profile"]["display_name"] = ""
+    start(bot, learners=())
+    to_lesson_three(bot)
+    bot.say("/study cohort leaderboard fastai --weekday fri --time 17:00", as_user="carol")
+    for user, seconds in (("UADA", 30.0), ("UBOB", 40.0), ("UGONE", 50.0)):
+        with bot.services.db.session() as s:  # members as Slack knows them (ids), not shell names
+            s.add(Membership(cohort_id=s.scalar(select(Cohort.id)), user_id=user, joined_at=bot.clock.now()))
+        submit(bot.services.db, user, seconds)
+    chat = SlackChat(make_web_client(BOT_TOKEN, fake_slack.api_url), post_interval=0.0)
+    fake_slack.add_channel("fastai", "fastai")
+    boards = weekly(bot, chat=chat)
+    bot.clock.set(FRIDAY_1700_BERLIN)
+    assert boards.tick() == ["fastai:2027-W03"]
+    [post] = [c for c in fake_slack.calls_to("chat.postMessage") if c.args["text"].startswith("Weekly")]
+    text, blocks = post.args["text"], str(post.args["blocks"])
+    assert "1. ada.l · 30.0 s" in text and "2. Bob Builder · 40.0 s" in text and "3. UGONE · 50.0 s" in text
+    assert "<@" not in text and "<@" not in blocks

@@ -140,13 +140,20 @@ class WeeklyBoards:
 
     def _post_week(self, s: Session, cohort: Cohort, row_id: int, key: str) -> str | None:
         label = f"{cohort.name}:{key}"
-        outcome = self.poster.post(row_id, cohort.channel_id, lambda: render(
-            "leaderboard_weekly", cohort=self.schedule_view(cohort), week=key,
-            boards=self._posted_boards(s, cohort), top=WEEKLY_TOP, verified_top=VERIFIED_TOP))
+        outcome = self.poster.post(row_id, cohort.channel_id, lambda: self._render_week(s, cohort, key))
         if outcome.status == "sent":
             return label
         log.warning("weekly leaderboard %s: %s (%s)", label, outcome.error, outcome.status)
         return None
+
+    def _render_week(self, s: Session, cohort: Cohort, key: str):
+        """The week's post. Learners are shown by display name, never @-mentioned: an unprompted
+        post naming up to WEEKLY_TOP people per board must not ping each of them."""
+        boards = self._posted_boards(s, cohort)
+        shown = {entry.user_id for board in boards for entry in board.entries[:WEEKLY_TOP] if entry.user_id}
+        names = {user_id: self.poster.chat.display_name(user_id) for user_id in sorted(shown)}
+        return render("leaderboard_weekly", cohort=self.schedule_view(cohort), week=key, boards=boards,
+                      top=WEEKLY_TOP, verified_top=VERIFIED_TOP, names=names)
 
     def _verifying(self, s: Session, cohort: Cohort) -> bool:
         """Ask for a re-run of every unverified top entry; True while any is still pending."""

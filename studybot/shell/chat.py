@@ -90,6 +90,9 @@ class ShellChat:
     def is_workspace_admin(self, user_id: str) -> bool:
         return self._is_admin(user_id)
 
+    def display_name(self, user_id: str) -> str:
+        return user_id  # shell users are their names already
+
     def resolve_channel(self, raw: str) -> Channel:
         name = (raw or "").strip().lstrip("#")
         if not CHANNEL_NAME.match(name):

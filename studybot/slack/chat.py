@@ -25,6 +25,7 @@ from studybot.ports import Channel, Message
 log = logging.getLogger(__name__)
 
 ADMIN_CACHE_SECONDS = 600  # how long a users.info answer (admin/owner flags) is trusted
+NAME_CACHE_SECONDS = 3600  # how long a display name from users.info is reused (names change rarely)
 HISTORY_PAGES = 5  # conversations.history pages searched when reconciling a post (200 messages each)
 # A post's idempotency tag travels as Slack message metadata of this type: {"tag": "..."} as its payload.
 # Posts made before tags existed named their deliveries row as {"delivery_id": "17"}, under this type or
@@ -147,6 +148,7 @@ class SlackChat:
         self.client = client
         self.pacer = ChannelPacer(post_interval)
         self._admins: dict[str, tuple[float, bool]] = {}
+        self._names: dict[str, tuple[float, str]] = {}
 
     def _call(self, method: str, **kwargs: Any) -> Any:
         try:
@@ -230,6 +232,23 @@ class SlackChat:
         is_admin = bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
         self._admins[user_id] = (time.monotonic(), is_admin)
         return is_admin
+
+    def display_name(self, user_id: str) -> str:
+        """users.info's profile.display_name, else real_name, else the handle (Slack leaves
+        display_name empty for many users); the id itself when users.info fails."""
+        cached = self._names.get(user_id)
+        if cached and time.monotonic() - cached[0] < NAME_CACHE_SECONDS:
+            return cached[1]
+        try:
+            user = self._call("users_info", user=user_id)["user"]
+        except ChatError as error:
+            log.warning("users.info failed for %s: %s; showing the id", user_id, error.message)
+            return user_id
+        profile = user.get("profile") or {}
+        name = (profile.get("display_name") or profile.get("real_name") or user.get("real_name")
+                or user.get("name") or user_id)
+        self._names[user_id] = (time.monotonic(), name)
+        return name
 
     def resolve_channel(self, raw: str) -> Channel:
         """The channel with the bot's membership and whether it is archived, for the domain to judge."""
