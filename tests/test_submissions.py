@@ -137,11 +137,14 @@ def test_results_edit_the_message_in_place_through_429_and_500(app):
     eventually(lambda: submission_row(app, dm_ts=queued.response["ts"]))
     queue = app.services.queue
     claim = queue.claim("worker-1")
-    assert queue.report_progress(claim.job_id, claim.token, {"run": 2, "runs": 5})
+    # The last finished run's score, in the exercise's own metric (the worker's Progress writes it).
+    assert queue.report_progress(claim.job_id, claim.token, {"run": 2, "runs": 5, "runs_done": 1,
+                                                             "last_score": 0.93125, "last_metric": "rmse"})
     app.fake.fail_next("chat.update", status=429, retry_after=1)
     app.services.feedback.tick()
     updates = [c for c in app.fake.calls_to("chat.update") if c.ok]
     assert updates[-1].args["ts"] == queued.response["ts"] and "run 2 of 5" in updates[-1].args["text"]
+    assert "(run 1: RMSE 0.931" in updates[-1].args["text"], updates[-1].args["text"]
 
     result = {"status": "below_target", "message": "mean accuracy 90.00% is below the target 97.00%",
               "accuracy": 0.9, "accuracy_std": 0.01, "train_seconds": 1.5, "speed_ratio": 0.5, "target": 0.97,

@@ -514,3 +514,15 @@ def test_a_record_candidate_is_verified_on_the_other_worker_then_posted_once(wor
     for name in names:
         os.kill(workers.processes[name].pid, signal.SIGTERM)
     assert [workers.wait(name) for name in names] == [0, 0]
+
+
+def test_progress_keeps_the_last_runs_score_in_its_metric():
+    from studybot.worker.progress import Progress
+
+    progress = Progress(runs=5, attempt=1)
+    progress.event("run", {"run": 0, "total": 5, "seed": 1})
+    progress.event("run_done", {"run": 0, "accuracy": None, "score": 0.9312, "metric": "rmse",
+                                "train_seconds": 1.0, "predict_seconds": 0.1, "rank_seconds": 1.1})
+    _, state = progress.snapshot()
+    assert (state["runs_done"], state["last_score"], state["last_metric"]) == (1, 0.9312, "rmse")
+    assert "last_accuracy" not in state

@@ -34,7 +34,9 @@ class Progress:
                 else:
                     state["stage"] = "grading"
             elif kind == "run_done":
-                state.update(runs_done=fields["run"] + 1, last_accuracy=fields.get("accuracy"), phase="done")
+                # the run's score in its exercise's metric (accuracy, rmse, ...), not only accuracy
+                state.update(runs_done=fields["run"] + 1, last_score=fields.get("score"),
+                             last_metric=fields.get("metric") or "accuracy", phase="done")
             elif kind == "failed":
                 state.update(phase=f"failed: {fields.get('status')}")
             else:
