@@ -32,6 +32,7 @@ import math
 import os
 import pathlib
 import random
+import re
 import signal
 import sys
 import threading
@@ -131,11 +132,37 @@ def _print_learner_traceback(error: BaseException) -> None:
     sys.stderr.flush()
 
 
+# huggingface_hub's errors when HF_HUB_OFFLINE=1 and a file is not in HF_HOME's cache (timm's
+# pretrained=True, transformers' from_pretrained); matched by name so the runner imports nothing.
+HUB_OFFLINE_ERRORS = ("LocalEntryNotFoundError", "OfflineModeIsEnabled")
+HUB_REPO_IN_URL = re.compile(r"huggingface\.co/([\w.-]+/[\w.-]+)/resolve/")
+
+
+def hub_offline_message(error: BaseException) -> str | None:
+    """The prepare command for a Hugging Face hub file missing from the model cache, or None.
+    timm's repos are timm/<model>.<tag>, and `grader weights prepare <model>.<tag>` fetches them."""
+    seen, chain = set(), []
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    if not any(type(e).__name__ in HUB_OFFLINE_ERRORS for e in chain):
+        return None
+    repo = next((m.group(1) for e in chain for m in [HUB_REPO_IN_URL.search(str(e))] if m), None)
+    name = repo.split("/", 1)[1] if repo and repo.startswith("timm/") else (repo or "MODEL")
+    what = f"pretrained weights {repo}" if repo else "pretrained weights from the Hugging Face hub"
+    return (f"{what} are not in the grader's model cache (the sandbox has no network): an organizer must run "
+            f"`grader weights prepare {name}`, or the exercise's spec should list it in `weights`")
+
+
 def _report_failure(channel: Channel, phase: str, error: BaseException) -> None:
     _print_learner_traceback(error)
     message = f"{type(error).__name__}: {error}".strip()[:500]
     if isinstance(error, ModuleNotFoundError) and error.name:
         message = f"ModuleNotFoundError: {missing_module_message(error)}"[:500]
+    offline = hub_offline_message(error)
+    if offline:
+        message = f"WeightsMissing: {offline}"[:500]
     if _is_out_of_memory(error):
         channel.send("oom", phase=phase, message=message)
     else:

