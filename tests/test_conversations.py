@@ -181,9 +181,10 @@ def test_the_intake_acknowledges_a_notebook_in_the_dm_once_per_upload(bot):
                                        upload_id="F1")
     said = bot.out.getvalue()[start:]
     assert taken.status == QUEUED
-    assert "── DM to @ada" in said and "Notebook received for digits (submission #1). Queued, position 1." in said
+    assert "── DM to @ada" in said and "Notebook received for digits (submission #1). Queued, position 1, result in about 3 min." in said
+    # (3 min: digits has never been graded here, so its first grade counts eta.FIRST_GRADE_SECONDS)
     submission = bot.services.submissions.get(taken.submission_id)
-    assert (submission.dm_channel, submission.dm_ts, submission.notified_state) == ("@ada", taken.message_id, "queued")
+    assert (submission.dm_channel, submission.dm_ts, submission.notified_state) == ("@ada", taken.message_id, "queued:3")  # the state shown: queued, about 3 min
     again = bot.services.intake.accept("ada", NOTEBOOK, filename="mine.ipynb", exercise="digits", source="shell",
                                        upload_id="F1")
     assert (again.status, again.submission_id, again.message_id) == (DUPLICATE, taken.submission_id, None)

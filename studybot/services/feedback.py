@@ -28,12 +28,15 @@ from studybot.db.models import Cohort, Delivery, GradingJob, Submission
 from studybot.errors import ChatError
 from studybot.messages import render
 from studybot.ports import Chat
+from studybot.services.eta import Estimate, QueueEstimates
 from studybot.services.posting import ExactlyOncePoster
 from studybot.services.verification import DISAGREED, VERIFIED, Verification, flags_of
 
 log = logging.getLogger(__name__)
 
 BATCH = 100  # submissions looked at per tick
+QUEUED_REFRESH_SECONDS = 30.0  # a queued message's "about N min" is looked at again this often (s) ...
+QUEUED_REFRESH_BATCH = 20      # ... this many per tick at most, in a batch of their own (never crowding out results)
 UPDATE_BACKOFF_SECONDS = 10.0  # after a failed edit, the first wait before the next try; doubles per failure
 UPDATE_BACKOFF_MAX_SECONDS = 600.0  # the longest wait between tries of one message
 FINAL_PREFIX = "done:"
@@ -45,13 +48,15 @@ def record_key(submission_id: int) -> str:
     return f"sub{submission_id}"
 
 
-def state_of(submission: Submission, job: GradingJob | None) -> str:
-    """What the learner's message shows, as a short key: a change of key means an edit."""
+def state_of(submission: Submission, job: GradingJob | None, estimate: Estimate | None = None) -> str:
+    """What the learner's message shows, as a short key: a change of key means an edit. A queued
+    message changes with its estimate's minutes; a running one when it turns "still working"."""
     if submission.status == "queued":
-        return "queued"
+        return f"queued:{estimate.minutes}" if estimate is not None else "queued"
     if submission.status == "running":
         progress = json.loads(job.progress) if job is not None and job.progress else {}
-        return f"running:{progress.get('run', 0)}/{progress.get('runs', '?')}"
+        late = ":late" if estimate is not None and QueueEstimates.still_working(estimate) else ""
+        return f"running:{progress.get('run', 0)}/{progress.get('runs', '?')}{late}"
     return f"{FINAL_PREFIX}{submission.status}"
 
 
@@ -62,6 +67,8 @@ class Feedback:
         self.submissions, self.leaderboards = submissions, leaderboards
         self.poster = poster or ExactlyOncePoster(db, chat, clock)
         self.verification = verification or Verification(db, clock, submissions.queue)
+        self.estimates = QueueEstimates(db, clock)
+        self._queued_seen: dict[int, float] = {}  # queued submission id -> clock time its estimate was last looked at
         # submission id -> (clock time of the next try, failures so far); per process on purpose: a
         # restarted clock process simply tries every message once more
         self._backoff: dict[int, tuple[float, int]] = {}
@@ -77,26 +84,37 @@ class Feedback:
         now = self.clock.now().timestamp()
         waiting = [sid for sid, (at, _) in self._backoff.items() if at > now]
         with self.db.session() as s:
-            # Only messages that may have to change: a queued job already shown as queued cannot (its
-            # position is shown when asked), and rows waiting out a failed edit sit out. So neither a
-            # long queue nor failing rows can keep a finished result out of the batch.
+            # Messages that may have to change: rows waiting out a failed edit sit out, and queued jobs
+            # already shown as queued come in a small batch of their own (their estimate moves slowly),
+            # looked at every QUEUED_REFRESH_SECONDS. So neither a long queue nor failing rows can keep
+            # a finished result out of the batch.
+            shown_queued = (Submission.status == "queued") & Submission.notified_state.startswith("queued")
+            open_rows = (Submission.dm_channel.is_not(None),
+                         or_(Submission.notified_state.is_(None), ~Submission.notified_state.startswith(FINAL_PREFIX)),
+                         Submission.id.not_in(waiting) if waiting else true())
             rows = s.execute(select(Submission, GradingJob).outerjoin(
                 GradingJob, GradingJob.submission_id == Submission.id).where(
-                Submission.dm_channel.is_not(None),
-                or_(Submission.notified_state.is_(None), ~Submission.notified_state.startswith(FINAL_PREFIX)),
-                ~((Submission.status == "queued") & (Submission.notified_state == "queued")),
-                Submission.id.not_in(waiting) if waiting else true(),
-            ).order_by(Submission.id).limit(BATCH)).all()
+                *open_rows, ~shown_queued).order_by(Submission.id).limit(BATCH)).all()
+            recent = [sid for sid, at in self._queued_seen.items() if now - at < QUEUED_REFRESH_SECONDS]
+            rows += s.execute(select(Submission, GradingJob).outerjoin(
+                GradingJob, GradingJob.submission_id == Submission.id).where(
+                *open_rows, shown_queued, Submission.id.not_in(recent) if recent else true(),
+            ).order_by(Submission.id).limit(QUEUED_REFRESH_BATCH)).all()
             for submission, job in rows:
                 s.expunge(submission)
                 if job is not None:
                     s.expunge(job)
         for submission, job in rows:
-            state = state_of(submission, job)
+            estimate = self.estimates.estimate(submission.id) if submission.status in ("queued", "running") else None
+            if submission.status == "queued":
+                self._queued_seen[submission.id] = now
+            else:
+                self._queued_seen.pop(submission.id, None)
+            state = state_of(submission, job, estimate)
             if state == submission.notified_state:
                 continue
             try:
-                self.chat.update(submission.dm_channel, submission.dm_ts, self.message(submission, job))
+                self.chat.update(submission.dm_channel, submission.dm_ts, self.message(submission, job, estimate))
                 self._backoff.pop(submission.id, None)
             except ChatError as error:
                 if not error.permanent:  # Slack or the network will recover: back off, then try again
@@ -125,10 +143,13 @@ class Feedback:
         wait = min(UPDATE_BACKOFF_SECONDS * 2 ** failures, UPDATE_BACKOFF_MAX_SECONDS)
         self._backoff[submission_id] = (now + wait, failures + 1)
 
-    def message(self, submission: Submission, job: GradingJob | None):
-        return render("submission", **self.context(submission, job))
+    def message(self, submission: Submission, job: GradingJob | None, estimate: Estimate | None = None):
+        return render("submission", **self.context(submission, job, estimate))
 
-    def context(self, submission: Submission, job: GradingJob | None) -> dict[str, Any]:
+    def context(self, submission: Submission, job: GradingJob | None, estimate: Estimate | None = None) -> dict[str, Any]:
+        """What submission.j2 needs; `estimate` is looked up when not given (queued or running)."""
+        if estimate is None and submission.status in ("queued", "running"):
+            estimate = self.estimates.estimate(submission.id)
         result = json.loads(submission.result_json) if submission.result_json else None
         progress = json.loads(job.progress) if job is not None and job.progress else {}
         rank = None
@@ -142,6 +163,9 @@ class Feedback:
             last_error=job.last_error if job is not None else None,
             refunded=submission.status in self.submissions.REFUNDED_STATUSES,
             under_review=submission.review_state == "flagged", flags=flags_of(submission),
+            eta=estimate, still_working=estimate is not None and QueueEstimates.still_working(estimate),
+            took_seconds=((submission.finished_at - submission.created_at).total_seconds()
+                          if submission.finished_at and submission.created_at else None),
         )
 
     def _after_result(self, submission: Submission) -> None:

@@ -15,7 +15,7 @@ from studybot.db.models import Submission
 from studybot.errors import StudybotError
 from studybot.messages import render
 from studybot.ports import Chat
-from studybot.services.feedback import Feedback
+from studybot.services.feedback import Feedback, state_of
 from studybot.services.submissions import Submissions
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,11 @@ class Intake:
             return IntakeOutcome(DUPLICATE, submission_id=accepted.submission_id)
         submission = self.submissions.get(accepted.submission_id)
         channel = self.chat.open_dm(user_id)
-        message = render("submission", **self.feedback.context(submission, self.submissions.job(submission.id)))
-        message_id = self.chat.post(channel, message)
-        self.submissions.attach_message(submission.id, channel, message_id, "queued")
+        context = self.feedback.context(submission, self.submissions.job(submission.id))
+        message_id = self.chat.post(channel, render("submission", **context))
+        # the state the message shows, so the feedback loop edits it only once that changes
+        self.submissions.attach_message(submission.id, channel, message_id,
+                                        state_of(submission, None, context["eta"]))
         return IntakeOutcome(QUEUED, submission_id=submission.id, message_id=message_id)
 
     def already_taken(self, upload_id: str) -> bool:
