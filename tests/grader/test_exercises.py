@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from grader import datasets
+from grader import datasets, kinds, metrics
 from grader.notebook import extract_exports, load_solution
 from grader.spec import list_exercises, load_spec
 
@@ -22,10 +22,12 @@ EXERCISES = pathlib.Path(__file__).resolve().parents[2] / "exercises"
 EXERCISE_DIRS = sorted(p.parent for p in EXERCISES.glob("*/spec.toml"))
 NOTEBOOKS = [d / f"{kind}.ipynb" for d in EXERCISE_DIRS for kind in ("starter", "reference")]
 P = inspect.Parameter
-EXPECTED = {  # id: (dataset, device, target); which lesson has which is the curriculum's (tests/test_curricula.py)
-    "digits": ("digits", "cpu", 0.97),
-    "mnist1d": ("mnist1d", "cpu", 0.94),
-    "cifar10-94": ("cifar10", "cuda", 0.94),
+EXPECTED = {  # id: (dataset, device, metric, target); which lesson has which is the curriculum's (tests/test_curricula.py)
+    "digits": ("digits", "cpu", "accuracy", 0.97),
+    "mnist1d": ("mnist1d", "cpu", "accuracy", 0.94),
+    "cifar10-94": ("cifar10", "cuda", "accuracy", 0.94),
+    "titanic": ("titanic", "cpu", "accuracy", 0.795),
+    "titanic-forest": ("titanic", "cpu", "accuracy", 0.795),
 }
 
 
@@ -33,7 +35,7 @@ def ids(paths):
     return [f"{p.parent.name}/{p.name}" if p.suffix else p.name for p in paths]
 
 
-def test_the_three_exercises_exist():
+def test_every_exercise_is_known_here():
     assert [d.name for d in EXERCISE_DIRS] == sorted(EXPECTED)
     assert [s.id for s in list_exercises(EXERCISES)] == sorted(EXPECTED)
 
@@ -41,8 +43,8 @@ def test_the_three_exercises_exist():
 @pytest.mark.parametrize("exercise_dir", EXERCISE_DIRS, ids=ids(EXERCISE_DIRS))
 def test_spec_is_valid(exercise_dir):
     spec = load_spec(exercise_dir)  # checks required keys, types and ranges
-    assert (spec.dataset, spec.device, spec.target) == EXPECTED[spec.id]
-    assert spec.metric == "accuracy"
+    assert (spec.dataset, spec.device, spec.metric, spec.target) == EXPECTED[spec.id]
+    assert spec.metric in metrics.METRICS
     assert datasets.resolve(spec.dataset) == spec.dataset
     assert spec.runs >= 3 and spec.version >= 1
     assert spec.train_budget_seconds >= 30 and spec.predict_budget_seconds >= 5
@@ -58,21 +60,33 @@ def test_notebook_keeps_the_contract(path):
     assert all(not c.get("outputs") and c.get("execution_count") is None
                for c in nb.cells if c.cell_type == "code"), "clear the outputs before committing"
     # The contract is documented at the top, in a markdown cell before any code.
+    spec = load_spec(path.parent)
     first_code = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
     prose = "\n".join(c.source for c in nb.cells[:first_code])
-    assert "def train(x_train: torch.Tensor, y_train: torch.Tensor, *, seed: int, device: str, report=None)" in prose
-    assert "def predict(model, x_test: torch.Tensor) -> torch.Tensor" in prose
-    # Export cells define train and predict with exactly the contract's parameters.
+    assert "def train(" in prose and "def predict(" in prose
+    if spec.data_kind == kinds.IMAGE_TENSORS:
+        assert "def train(x_train: torch.Tensor, y_train: torch.Tensor, *, seed: int, device: str, report=None)" in prose
+        assert "def predict(model, x_test: torch.Tensor) -> torch.Tensor" in prose
+    # Export cells define train and predict with exactly the parameters of the exercise's data kind.
     assert "def train(" in extract_exports(path)
-    solution = load_solution(path)
+    contract = kinds.CONTRACTS[spec.data_kind]
+    solution = load_solution(path, spec.data_kind)
     train = inspect.signature(solution.train).parameters
-    assert [(n, p.kind) for n, p in train.items()] == [
-        ("x_train", P.POSITIONAL_OR_KEYWORD), ("y_train", P.POSITIONAL_OR_KEYWORD),
-        ("seed", P.KEYWORD_ONLY), ("device", P.KEYWORD_ONLY), ("report", P.KEYWORD_ONLY)]
+    assert [(n, p.kind) for n, p in train.items()] == contract_parameters(contract.train_signature)
     assert train["report"].default is None
-    assert list(inspect.signature(solution.predict).parameters) == ["model", "x_test"]
+    assert [(n, p.kind) for n, p in inspect.signature(solution.predict).parameters.items()] == \
+        contract_parameters(contract.predict_signature)
     # The learner's try-out cell is there and is not exported.
-    assert any(c.cell_type == "code" and "train(x_train, y_train, seed=" in c.source for c in nb.cells)
+    assert any(c.cell_type == "code" and "train(" in c.source and not c.source.startswith("#| export")
+               for c in nb.cells)
+
+
+def contract_parameters(signature: str) -> list[tuple[str, object]]:
+    """[(name, kind)] of a contract's documented signature, e.g. 'def train(path, *, seed, ...)'."""
+    namespace = {}
+    exec(f"{signature}:\n    pass", namespace)  # noqa: S102 - our own constant, not learner code
+    function = next(v for k, v in namespace.items() if k in ("train", "predict"))
+    return [(n, p.kind) for n, p in inspect.signature(function).parameters.items()]
 
 
 # --- training in-process ------------------------------------------------------------------------
