@@ -26,8 +26,8 @@ str, str, bool, in the file's order.
 **Sizes.** 1,000 reviews, about 800 to train and 200 marked is_valid; reviews run from a few
 dozen to over a thousand words.
 
-**Baselines.** No learning: the majority label over the training rows (about half; the sample
-is close to balanced, so about 50% on the validation rows). Published: on the full 25k/25k
+**Baselines.** No learning: the majority label over the training rows ("negative", 417 of 800)
+scores 53.5% on the validation rows (107 of 200 negative). Published: on the full 25k/25k
 IMDB, ULMFiT (Howard and Ruder 2018, https://arxiv.org/abs/1801.06146) reports 4.6% error and
 fastai's chapter 1 / chapter 10 (https://github.com/fastai/fastbook/blob/master/10_nlp.ipynb)
 reach about 93-94% accuracy; on 800 training reviews a fine-tuned language model does far worse
