@@ -3,6 +3,7 @@ that reference.
 
     grade_submission(notebook, spec, data_dir=...)  -> results.Result   (`grader grade`, the bot's worker)
     measure_reference(spec, data_dir=...)           -> results.Result   (`grader reference`)
+    check_submission(notebook, spec, data_dir=...)  -> results.Result   (the bot's `check` lane)
 
 Grading compares a submission with the exercise's reference measured on the same machine, so
 this is one step above grading: load the reference's summary from the cache (reference_cache),
@@ -49,6 +50,27 @@ def grade_submission(notebook, spec, *, data_dir: pathlib.Path, load_dataset=Non
     if needs_fresh_reference(result, reference):
         _judge_against_fresh_reference(result, spec, runs=len(result.runs), **options)
     grading.attach_plot(result, plot_path)  # after any re-judging, so the plot shows the final verdict
+    return result
+
+
+CHECK_NOTE = ("a check: one run on the public split of the data, against the target only; not ranked, "
+              "no reference, and the test set is the public one, so its score is only a sanity check")
+
+
+def check_submission(notebook, spec, *, data_dir: pathlib.Path, load_dataset=None, unsafe_no_sandbox: bool = False,
+                     progress=no_progress, plot_path: pathlib.Path | None = None) -> results.Result:
+    """"Does my notebook even run?": one sandboxed run on the dataset's fixed public split (no
+    per-grade secret), judged against the target only. No reference is measured or compared
+    (so no too_slow and no review flags): it is quick, and it is never ranked. Same sandbox,
+    clocks and limits as a grade."""
+    if load_dataset is None:
+        from grader import datasets
+
+        load_dataset = datasets.load  # the public split: what the notebook's try-out cell sees too
+    result = grading.grade(notebook, spec, data_dir=data_dir, reference=NO_REFERENCE, runs=1,
+                           load_dataset=load_dataset, unsafe_no_sandbox=unsafe_no_sandbox, progress=progress,
+                           plot_path=plot_path)
+    result.notes.append(CHECK_NOTE)
     return result
 
 

@@ -137,13 +137,14 @@ class CommandHandler:
             return Reply("lesson", {"cohort": cohort, "slot": cohort.current or cohort.upcoming})
         if verb == "schedule":
             return Reply("schedule", {"cohort": self.cohorts.view(user_id, rest[0] if rest else None)})
-        if verb == "submit":
+        if verb in ("submit", "check"):
             if len(rest) != 1:
-                raise FieldError("exercise", "Name the exercise: `/study submit EXERCISE`, then send me the notebook.")
-            exercise = self.submissions.intend(user_id, rest[0])
-            return Reply("submit_ready", {"exercise": exercise,
-                                          "quota_left": self.submissions.quota_left(user_id, exercise),
-                                          "daily_quota": self.submissions.daily_quota})
+                raise FieldError("exercise", f"Name the exercise: `/study {verb} EXERCISE`, then send me the notebook.")
+            lane = "check" if verb == "check" else "ranked"
+            exercise = self.submissions.intend(user_id, rest[0], lane=lane)
+            return Reply("submit_ready", {"exercise": exercise, "check": lane == "check",
+                                          "quota_left": self.submissions.quota_left(user_id, exercise, lane),
+                                          "daily_quota": self.submissions.quota_of(lane)})
         if verb == "status":
             return Reply("status", {"cohorts": self.cohorts.cohorts_of(user_id),
                                     "submitted": self.cohorts.submitted_exercises(user_id)})

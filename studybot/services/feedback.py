@@ -159,7 +159,7 @@ class Feedback:
             submission=submission, result=result, progress=progress,
             position=self.submissions.queue.position(submission.id) if submission.status == "queued" else None,
             quota_left=self.submissions.quota_left(submission.user_id, submission.exercise_id, submission.lane),
-            daily_quota=self.submissions.daily_quota, rank=rank,
+            daily_quota=self.submissions.quota_of(submission.lane), rank=rank,
             last_error=job.last_error if job is not None else None,
             refunded=submission.status in self.submissions.REFUNDED_STATUSES,
             under_review=submission.review_state == "flagged", flags=flags_of(submission),

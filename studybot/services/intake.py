@@ -42,14 +42,16 @@ class Intake:
         self.chat, self.submissions, self.feedback = chat, submissions, feedback
 
     def accept(self, user_id: str, content: bytes, *, filename: str | None, exercise: str | None = None,
-               source: str = "slack", content_type: str | None = None, upload_id: str | None = None) -> IntakeOutcome:
+               source: str = "slack", content_type: str | None = None, upload_id: str | None = None,
+               lane: str | None = None) -> IntakeOutcome:
         """Check, store and queue one notebook; the learner gets one DM either way, none for a duplicate.
 
         ``upload_id`` is the transport's id of the upload (Slack's file id): the same id twice is one
         submission. Raises ChatError when the acknowledgement itself cannot be posted."""
         try:
             accepted = self.submissions.submit(user_id, content, filename=filename, exercise=exercise,
-                                               content_type=content_type, source=source, slack_file_id=upload_id)
+                                               content_type=content_type, source=source, slack_file_id=upload_id,
+                                               lane=lane)
         except StudybotError as error:
             return self.refuse(user_id, error)
         if accepted.duplicate:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 MAX_NOTEBOOK_BYTES = 5 * 1024 * 1024  # larger uploads are refused before they are stored
 INTENT_TTL = timedelta(minutes=30)  # `/study submit EXERCISE` waits this long for the upload
 LANES = ("ranked", "check")
+CHECK_QUOTA_FACTOR = 4  # a day's `/study check` runs per exercise, as a multiple of the daily (ranked) quota
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,11 @@ class Submissions:
                 Submission.user_id == user_id, Submission.exercise_id == exercise_id, Submission.lane == lane,
                 Submission.source.not_in(("regrade", "verify")), Submission.created_at >= self._day_start(),
                 Submission.status.not_in(self.REFUNDED_STATUSES)))
-        return max(0, self.daily_quota - (used or 0))
+        return max(0, self.quota_of(lane) - (used or 0))
+
+    def quota_of(self, lane: str) -> int:
+        """A day's submissions per exercise in a lane: checks are quick and unranked, so they get more."""
+        return self.daily_quota * CHECK_QUOTA_FACTOR if lane == "check" else self.daily_quota
 
     # ---- internals -------------------------------------------------------------------------
 
@@ -199,17 +204,22 @@ class Submissions:
         if left <= 0:
             reopens = self._day_start() + timedelta(days=1) - self.clock.now()
             hours, minutes = divmod(int(reopens.total_seconds() // 60), 60)
-            raise InputError(f"You have used all {self.daily_quota} {exercise_id} submissions for today. "
+            what = "checks" if lane == "check" else "submissions"
+            raise InputError(f"You have used all {self.quota_of(lane)} {exercise_id} {what} for today. "
                              f"The next one opens at 00:00 UTC, in {hours} h {minutes} min.",
                              exercise=exercise_id)
         return left
 
     def _choose_exercise(self, user_id: str, exercise: str | None, lane: str | None) -> tuple[str, str]:
         """Named in the message; else the learner's `/study submit` intent; else this week's exercise."""
-        if exercise and exercise.strip():
-            return self.exercise(exercise.split()[0]), lane or "ranked"
         with self.db.session() as s:
             intent = s.get(SubmitIntent, user_id)
+            if exercise and exercise.strip():
+                named = self.exercise(exercise.split()[0])
+                # `/study check digits`, then the upload's text says "digits": still the check
+                fresh = (intent is not None and intent.exercise_id == named
+                         and self.clock.now() - intent.created_at <= INTENT_TTL)
+                return named, lane or (intent.lane if fresh else "ranked")
             if intent is not None and self.clock.now() - intent.created_at <= INTENT_TTL:
                 return intent.exercise_id, lane or intent.lane
             current = self._current_exercises(s, user_id)

@@ -1,4 +1,4 @@
-"""`/study submit EXERCISE PATH` in the shell: queue the notebook, grade it with an in-process
+"""`/study submit EXERCISE PATH` (and `/study check EXERCISE PATH`) in the shell: queue the notebook, grade it with an in-process
 worker on this machine's CPU, and show the same edited DM message as Slack would."""
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ GRADE_TIMEOUT_SECONDS = 30 * 60  # the shell waits this long for a result before
 POLL_SECONDS = 0.5
 
 
-def submit_and_grade(services: Services, user_id: str, exercise: str, path: str, say) -> None:
+def submit_and_grade(services: Services, user_id: str, exercise: str, path: str, say, *, lane: str = "ranked") -> None:
     file = Path(path).expanduser()
     if not file.is_file():
         services.intake.refuse(user_id, InputError(f"There is no file {path!r}."))
         return
-    taken = services.intake.accept(user_id, file.read_bytes(), filename=file.name, exercise=exercise, source="shell")
+    taken = services.intake.accept(user_id, file.read_bytes(), filename=file.name, exercise=exercise, source="shell",
+                                   lane=lane)
     if taken.status != QUEUED:
         return
     submission = services.submissions.get(taken.submission_id)  # what the grading loop below watches
@@ -32,7 +33,7 @@ def submit_and_grade(services: Services, user_id: str, exercise: str, path: str,
             "run `scripts/setup --all`, or start `studybot work` beside the shell.")
         return
     # Not drain: an infrastructure retry waits out its backoff, and the worker must still be there.
-    worker = Worker(services.queue, worker_id="shell", poll=1.0)
+    worker = Worker(services.queue, worker_id="shell", poll=1.0, lanes=("check", "ranked", "verify"))
     thread = threading.Thread(target=worker.run, name="shell-grader", daemon=True)
     thread.start()
     deadline = time.monotonic() + GRADE_TIMEOUT_SECONDS

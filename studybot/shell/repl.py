@@ -19,6 +19,7 @@ from studybot.shell.chat import to_plain
 SHELL_HELP = """Shell commands:
   /study ...            the slash command, e.g. /study help
   /study submit EXERCISE PATH   grade a notebook here, on the CPU (e.g. exercises/digits/reference.ipynb)
+  /study check EXERCISE PATH    one quick unranked run on the public split: does it even run?
   :as NAME [admin]      speak as another user (admin: a workspace admin)
   :advance DURATION     move the clock forward, e.g. :advance 1w, 3d, 12h, 30m; due posts appear
   :now                  show the clock
@@ -70,10 +71,11 @@ class Shell:
 
     def _study(self, text: str) -> None:
         words = text.split()
-        if len(words) == 3 and words[0].lower() == "submit":  # the shell's form: submit EXERCISE PATH
+        if len(words) == 3 and words[0].lower() in ("submit", "check"):  # the shell's form: submit EXERCISE PATH
             from studybot.shell.grading import submit_and_grade
 
-            submit_and_grade(self.services, self.user, words[1], words[2], self.say)
+            lane = "check" if words[0].lower() == "check" else "ranked"
+            submit_and_grade(self.services, self.user, words[1], words[2], self.say, lane=lane)
             return
         reply = self.services.commands.handle(text, self.user)
         self.say(to_plain(render(reply.template, **reply.context).text))

@@ -151,10 +151,12 @@ def child_main(message_fd: int) -> int:
             if kind in ("run", "phase", "run_done", "failed"):
                 send({"type": "progress", "kind": kind, "fields": fields})
 
-        result = api.grade_submission(pathlib.Path(job["notebook"]), spec, data_dir=resolve_data_dir(job["data_dir"]),
-                                      load_dataset=function_named(job["load_dataset"]), runs=job["runs"],
-                                      unsafe_no_sandbox=job["unsafe"], progress=progress,
-                                      plot_path=pathlib.Path(job["plot"]))
+        options = dict(data_dir=resolve_data_dir(job["data_dir"]), load_dataset=function_named(job["load_dataset"]),
+                       unsafe_no_sandbox=job["unsafe"], progress=progress, plot_path=pathlib.Path(job["plot"]))
+        if job.get("check"):  # the check lane: one quick unranked run on the public split
+            result = api.check_submission(pathlib.Path(job["notebook"]), spec, **options)
+        else:
+            result = api.grade_submission(pathlib.Path(job["notebook"]), spec, runs=job["runs"], **options)
         send({"type": "result", "result": result.as_dict()})
     except Exception as error:
         import traceback

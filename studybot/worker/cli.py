@@ -36,7 +36,7 @@ from studybot.worker.loop import (DEFAULT_POLL_SECONDS, DEFAULT_STOP_GRACE_SECON
                                   Worker)
 
 DEFAULT_LEASE_SECONDS = 120.0
-DEFAULT_LANES = "ranked,verify"
+DEFAULT_LANES = "check,ranked,verify"  # a quick check first: it takes one short run
 UNSAFE_FLAG = "--unsafe-no-sandbox-dev-only"  # the grader's flag (grader/paths.py), spelled the same
 EXIT_USAGE, EXIT_INFRA = 2, 3
 

@@ -169,7 +169,8 @@ class Worker:
         job = {"notebook": str(notebook), "exercise_id": claim.exercise_id,
                "exercises_dir": str(self.exercises_dir) if self.exercises_dir else None,
                "data_dir": str(self.data_dir) if self.data_dir else None,
-               "runs": runs if claim.lane == "check" else None, "unsafe": self.unsafe, "plot": str(plot),
+               "runs": runs if claim.lane == "check" else None, "check": claim.lane == "check",
+               "unsafe": self.unsafe, "plot": str(plot),
                "load_dataset": self.load_dataset_name, "sys_path": sys.path, "parent": os.getpid()}
         progress.expect_runs(runs)  # "run 0 of N" until the first run starts
         child = GradingChild(job)
