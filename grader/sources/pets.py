@@ -43,9 +43,38 @@ paper reports about 59% breed accuracy from its best hand-engineered model; fast
 on cats vs dogs to an error rate under 1% in one epoch, and chapter 5
 (https://github.com/fastai/fastbook/blob/master/05_pet_breeds.ipynb) reaches roughly 5-8%
 error on the 37 breeds.
+
+**For grading** (`DATA_KIND = "image_folder"`, `for_grading(data_dir, *, secret)`; the `pets`
+exercise, lesson 1's "is it a cat?"). Labels are the species, "cat" or "dog". Training images:
+a fixed, species-balanced subset of trainval (TRAIN_PER_SPECIES of each); test images: a fixed,
+species-balanced subset of the test split (TEST_PER_SPECIES of each); each subset is drawn once
+with SUBSET_SEED and is the same for every grade, so scores compare across grades. Where a split
+holds fewer images of a species (the fixture), both species get as many as the rarer one has.
+Every image is decoded, turned to RGB (some files are CMYK or PNG), shrunk so its longest side
+is IMAGE_LONGEST_SIDE and stored as JPEG: about 15 KB each instead of the originals' 100 KB+, so
+the reveal stays cheap and the clock measures training, not decoding 500-pixel photos.
+
+**Threat model.** The learner's code sees, in the sandbox, the labelled training folder and the
+unlabelled test files under random names in a random order (grader/kinds.py). Pets is public
+with every label, so the attack to stop is a lookup: a notebook carrying a table of the public
+test images (file hashes, ids, or the bytes we would reveal) mapped to their labels. With a
+secret (one per grade, drawn by the grader), every test image is re-made from its original with
+a crop keeping TEST_CROP_MIN..1 of each side at a random offset, a horizontal flip with
+probability 1/2, a longest side drawn from TEST_SIDE_MIN_FRACTION..1 of IMAGE_LONGEST_SIDE, and
+a JPEG quality drawn from TEST_JPEG_QUALITY: no byte of a public copy, or of another grade's,
+matches, and neither the name nor the order says anything. All of that is label-preserving (a
+cat stays a cat) and mild next to fastai's own augmentation. What remains possible: a
+near-duplicate search, a notebook carrying a perceptual hash or thumbnail of each of the 400
+public test images with its label and matching the perturbed ones by nearest neighbour. The
+sandbox holds no copy of Pets (no network; fastai and torchvision bundle no images), so such a
+table must be pasted into the notebook; it would gain a point or two over an honest fine-tune,
+and the review flags (grader/review.py: a train() near zero time, a score above the
+reference's at a fraction of its time) put such a result in front of an organizer. The training
+subset is public and unperturbed: it is what the learner trains on anyway.
 """
 
 import dataclasses
+import io
 from pathlib import Path
 
 from grader.errors import DatasetMissing
@@ -58,6 +87,18 @@ BASE_FOLDER = "oxford-iiit-pet"  # torchvision's folder under its root
 SPLIT_FILES = {"trainval": "trainval.txt", "test": "test.txt", "all": "list.txt"}
 LABEL_KINDS = ("species", "breed")
 SPECIES = {1: "cat", 2: "dog"}  # the annotation files' species codes
+
+# ---- for_grading: the pets exercise (see "For grading" above) ----------------------------------
+DATA_KIND = "image_folder"
+TRAIN_PER_SPECIES = 400      # training images per species (cat, dog), from trainval: 800 in all
+TEST_PER_SPECIES = 200       # test images per species, from the test split: 400 in all
+SUBSET_SEED = 0              # draws both fixed subsets; fixed forever (changing it changes every score)
+IMAGE_LONGEST_SIDE = 224     # pixels: every revealed image is shrunk to this longest side
+TRAIN_JPEG_QUALITY = 90      # JPEG quality (PIL's 1..95 scale) of the training images and public test images
+TEST_CROP_MIN = 0.85         # per-grade test images keep at least this fraction of each side (random offset)
+TEST_SIDE_MIN_FRACTION = 0.8  # ... and are shrunk to a longest side in this fraction..1 of IMAGE_LONGEST_SIDE
+TEST_JPEG_QUALITY = (70, 95)  # ... and stored with a JPEG quality drawn from this range (inclusive)
+TEST_FLIP_PROBABILITY = 0.5  # ... and mirrored left-right with this probability
 
 # The 37 breeds as their file names spell them (facts about the data set, listed here so that
 # the fixture uses the real naming): uppercase first letter for cats, lowercase for dogs.
@@ -83,6 +124,13 @@ LIST_HEADER = (  # our own wording of the header list.txt carries (6 lines start
 class ImageFolder:
     root: Path                        # the folder the relative paths start from
     items: list[tuple[str, str]]      # (relative path, label)
+
+
+@dataclasses.dataclass(frozen=True)
+class GradingImages:
+    """The image_folder kind's dataset (grader/kinds.py): (JPEG bytes, label) pairs."""
+    train_images: list[tuple[bytes, str]]
+    test_images: list[tuple[bytes, str]]
 
 
 def base_dir(data_dir: Path) -> Path:
@@ -179,3 +227,93 @@ def write_fixture(root: Path, *, seed: int, per_breed: int = 2, image_side: int 
         "".join(r + "\n" for r, t in zip(rows, is_test) if not t))
     (annotations / "test.txt").write_text("".join(r + "\n" for r, t in zip(rows, is_test) if t))
     return base
+
+
+# ---- for grading -------------------------------------------------------------------------------
+
+def balanced_subset(items: list[tuple[str, str]], per_species: int) -> list[tuple[str, str]]:
+    """A fixed, species-balanced subset of (relative path, species) items: per species, the
+    items in file order permuted with SUBSET_SEED, the first n of each, where n is per_species
+    or fewer when the rarer species has fewer; cats first, then dogs."""
+    import numpy as np
+
+    by_species = {name: [item for item in items if item[1] == name] for name in SPECIES.values()}
+    if not all(by_species.values()):
+        counts = ", ".join(f"{len(v)} {k}" for k, v in by_species.items())
+        raise DatasetMissing(SOURCE_ID, f"a split needs both species, found {counts}")
+    count = min(per_species, *(len(v) for v in by_species.values()))
+    rng = np.random.default_rng(SUBSET_SEED)
+    chosen = []
+    for name in SPECIES.values():
+        group = by_species[name]
+        chosen.extend(group[i] for i in rng.permutation(len(group))[:count])
+    return chosen
+
+
+def open_rgb(path: Path, longest_side: int):
+    """The image as RGB, decoded at the smallest JPEG scale still at least longest_side (PIL's
+    draft: several times faster on the 500-pixel originals)."""
+    from PIL import Image
+
+    image = Image.open(path)
+    image.draft("RGB", (longest_side, longest_side))
+    return image.convert("RGB")
+
+
+def shrink(image, longest_side: int):
+    """Resized (never enlarged) so that its longest side is longest_side."""
+    from PIL import Image
+
+    scale = longest_side / max(image.size)
+    if scale >= 1:
+        return image
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BICUBIC)
+
+
+def jpeg_bytes(image, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=int(quality))
+    return buffer.getvalue()
+
+
+def public_image(path: Path) -> bytes:
+    """An image as revealed for training (and for the public test set): shrunk, JPEG."""
+    return jpeg_bytes(shrink(open_rgb(path, IMAGE_LONGEST_SIDE), IMAGE_LONGEST_SIDE), TRAIN_JPEG_QUALITY)
+
+
+def perturbed_image(path: Path, rng) -> bytes:
+    """An image re-made for one grade from rng (see the threat model): a random crop, maybe a
+    mirror, a random longest side and JPEG quality. Label-preserving."""
+    from PIL import Image
+
+    image = open_rgb(path, IMAGE_LONGEST_SIDE)
+    keep_w, keep_h = rng.uniform(TEST_CROP_MIN, 1.0, size=2)
+    width, height = max(1, round(image.width * keep_w)), max(1, round(image.height * keep_h))
+    left = int(rng.integers(0, image.width - width + 1))
+    top = int(rng.integers(0, image.height - height + 1))
+    image = image.crop((left, top, left + width, top + height))
+    if rng.random() < TEST_FLIP_PROBABILITY:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    side = round(IMAGE_LONGEST_SIDE * rng.uniform(TEST_SIDE_MIN_FRACTION, 1.0))
+    quality = rng.integers(TEST_JPEG_QUALITY[0], TEST_JPEG_QUALITY[1] + 1)
+    return jpeg_bytes(shrink(image, side), quality)
+
+
+def for_grading(data_dir: Path, *, secret: int | None) -> GradingImages:
+    """The pets exercise's images: the fixed training subset, and the fixed test subset as is
+    (secret None) or re-made for one grade from `secret` (see "For grading" and the threat
+    model above). The same secret gives the same bytes."""
+    import numpy as np
+
+    train = load(data_dir, split="trainval", label="species")
+    test = load(data_dir, split="test", label="species")
+    train_images = [(public_image(train.root / relative), label)
+                    for relative, label in balanced_subset(train.items, TRAIN_PER_SPECIES)]
+    test_items = balanced_subset(test.items, TEST_PER_SPECIES)
+    if secret is None:
+        test_images = [(public_image(test.root / relative), label) for relative, label in test_items]
+    else:
+        rng = np.random.default_rng(secret)
+        test_images = [(perturbed_image(test.root / relative, rng), label) for relative, label in test_items]
+    return GradingImages(train_images, test_images)
