@@ -37,6 +37,38 @@ random (as fastai's `CollabDataLoaders` does for its validation set) with SPLIT_
 forever. Users and items seen only in the held-out part are rare but possible; baselines fall
 back to the global mean for them.
 
+**What a grade sees: `for_grading(data_dir, *, secret)`.** DATA_KIND = "ratings": an object
+with `train` and `test` DataFrames of columns user (int64), item (int64), rating (float64);
+the grader keeps the test ratings and the sandbox only gets the test's user and item
+(grader/kinds.py). With `secret=None` it is the fixed public split above, rows in u.data order,
+ids as GroupLens numbers them. With a secret (one per grade, drawn by grader/grading.py), three
+things are drawn from it (`grading_split`, shared with movielens_small):
+- a fresh random TEST_FRACTION of the ratings is held out (not split_ratings' fixed one);
+- the rows of both parts come in a random order (row order never tells which u.data line a
+  row is, so the training rows cannot be aligned with a copy of u.data to find the held-out
+  ones);
+- user ids and item ids are pseudonymised: each set of ids is permuted onto itself (the same
+  numbers, 1..943 and 1..1682 on ML-100k, so code that sizes embeddings by the largest id still
+  works), with a fresh meaning per grade.
+A model learns from the ratings in the training frame alone, so none of this changes what it
+can learn; the score's spread from grade to grade is that of a random 20% split.
+
+**Threat model: what remains possible.** Every rating of ML-100k is public. A notebook can
+carry a lookup table of all 100,000 (user, item) -> rating triples: about 1.2 MB as text, far
+under the notebook size cap (grader/notebook.py, MAX_NOTEBOOK_BYTES = 20 MiB), so the cap does
+not stop it; it only bounds how much a notebook can carry. Pseudonymised ids and shuffled rows
+mean the table does not apply as it is: the code must first re-identify users and films from
+the training frame's structure (how many ratings each id has, which ids co-occur, with which
+stars), i.e. match a random 80% of the public rating graph back onto it. That is hard work but
+feasible for a determined person, and it would score far better than any model (an exact
+lookup scores an RMSE near 0; even the best published ML-100k models stay near 0.9). Nothing in
+the data stops that; review has to. grader/review.py flags too_good_too_fast (an RMSE better
+than the reference's by more than its margin) only when the result is also under a fifth of
+the reference's time, and train_near_zero and predict_heavy only when the work sits outside
+train() or inside predict(); a re-identification done inside train() at the reference's pace
+trips none of them. So today an organizer has to notice an impossible RMSE on the leaderboard;
+a flag for a value metric that is implausibly good whatever the time would close that gap.
+
 **Baselines.** No learning: predicting the global mean rating gives an RMSE of about 1.13 on
 ML-100k (the ratings' standard deviation, about 1.126); a per-user or per-item mean does
 better (bench/data_sources.py measures both once ML-100k is prepared). Published anchors
@@ -49,6 +81,7 @@ about 0.82-0.88 for its dot-product and neural models; those are mean SQUARED er
 """
 
 import csv
+import dataclasses
 import io
 import zipfile
 from pathlib import Path
@@ -56,6 +89,7 @@ from pathlib import Path
 from grader.sources import _files
 
 SOURCE_ID = "movielens"
+DATA_KIND = "ratings"  # grader/kinds.py
 NEEDS_NETWORK = True
 ML_100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"  # fastai's URLs.ML_100k
 ML_100K_MD5 = "0e33842e24a9c977be4e0107933c0723"  # published by GroupLens in ml-100k.zip.md5
@@ -66,6 +100,7 @@ ITEMS_FILE = "u.item"
 ITEMS_ENCODING = "latin-1"  # u.item's titles are not UTF-8
 ITEM_GENRE_FLAGS = 19       # trailing 0/1 fields of each u.item line
 RATING_COLUMNS = ("user", "item", "rating", "timestamp")
+GRADED_COLUMNS = ("user", "item", "rating")  # what a grade hands over (no timestamps)
 TEST_FRACTION = 0.2  # of rating rows held out by split_ratings
 SPLIT_SEED = 0       # fixed forever: changing it changes every score
 
@@ -124,6 +159,42 @@ def split_ratings(frame, *, seed: int = SPLIT_SEED, test_fraction: float = TEST_
     is_test = np.zeros(len(frame), dtype=bool)
     is_test[rng.permutation(len(frame))[:round(test_fraction * len(frame))]] = True
     return frame[~is_test], frame[is_test]
+
+
+@dataclasses.dataclass(frozen=True)
+class RatingsData:
+    """The ratings kind's form (grader/kinds.py): train and test frames of user, item, rating."""
+    train: object  # pandas DataFrame
+    test: object   # pandas DataFrame
+
+
+def grading_split(frame, *, secret: int | None, test_fraction: float = TEST_FRACTION) -> RatingsData:
+    """The ratings as a grade sees them (see the module docstring): the fixed split_ratings
+    split when secret is None; else a split, row order and id pseudonyms drawn from secret."""
+    import numpy as np
+
+    ratings = frame[list(GRADED_COLUMNS)].reset_index(drop=True)
+    if secret is None:
+        train, test = split_ratings(ratings, test_fraction=test_fraction)
+        return RatingsData(train.reset_index(drop=True), test.reset_index(drop=True))
+    if secret < 0:
+        raise ValueError(f"secret must be a non-negative integer, not {secret}")
+    rng = np.random.default_rng(secret)
+    order = rng.permutation(len(ratings))  # random rows out, in a random order
+    n_test = round(test_fraction * len(ratings))
+    pseudonymised = ratings.copy()
+    for column in ("user", "item"):
+        ids = np.unique(pseudonymised[column].to_numpy())
+        pseudonyms = rng.permutation(ids)  # the same set of numbers, each with a new meaning
+        pseudonymised[column] = pseudonyms[np.searchsorted(ids, pseudonymised[column].to_numpy())]
+    test = pseudonymised.iloc[order[:n_test]].reset_index(drop=True)
+    train = pseudonymised.iloc[order[n_test:]].reset_index(drop=True)
+    return RatingsData(train, test)
+
+
+def for_grading(data_dir: Path, *, secret: int | None) -> RatingsData:
+    """What a grade's train() and predict() are handed: see the module docstring."""
+    return grading_split(load(data_dir), secret=secret)
 
 
 # Titles for the fixture, with latin-1 letters so the encoding is exercised.

