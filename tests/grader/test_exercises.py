@@ -27,6 +27,7 @@ EXPECTED = {  # id: (dataset, device, metric, target); which lesson has which is
     "mnist1d": ("mnist1d", "cpu", "accuracy", 0.94),
     "cifar10-94": ("cifar10", "cuda", "accuracy", 0.94),
     "imdb": ("imdb_sample", "cpu", "accuracy", 0.80),
+    "movielens": ("movielens", "cpu", "rmse", 0.95),
     "pets": ("pets", "cuda", "error_rate", 0.05),
     "titanic": ("titanic", "cpu", "accuracy", 0.795),
     "titanic-forest": ("titanic", "cpu", "accuracy", 0.795),
