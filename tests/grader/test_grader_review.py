@@ -89,6 +89,24 @@ def test_too_good_too_fast():
     assert codes(make_result(accuracy=0.99, train=0.3, reference=digits_reference), 360) == []
 
 
+def test_far_too_good_at_any_speed():
+    """A look-up of a public data set's answers can run at the reference's pace: a score many
+    margins beyond the reference is flagged whatever the time; near 100% there is no room for it."""
+    bar = review.too_good_bar(0.95, TEST_SIZE, review.FAR_TOO_GOOD_MARGINS)
+    assert codes(make_result(accuracy=bar + 0.001)) == [review.FAR_TOO_GOOD]
+    assert codes(make_result(accuracy=bar - 0.001)) == []
+    assert codes(make_result(accuracy=0.999, train=0.5)) == [review.TOO_GOOD_TOO_FAST]  # flagged once
+    digits_reference = dict(REFERENCE, accuracy=0.995)
+    assert codes(make_result(accuracy=1.0, reference=digits_reference), 360) == []
+    # A lower-is-better metric: RMSE 0.20 against a reference of 0.87 (std 0.004) at the same speed
+    rmse = results.Result(exercise="x", status="passed", message="", target=0.95, metric="rmse",
+                          higher_is_better=False, runs=[results.RunRecord(seed=i, score=0.20, accuracy=None,
+                                                                          train_seconds=3.0, predict_seconds=0.03)
+                                                        for i in range(3)],
+                          reference=dict(REFERENCE, accuracy=None, score=0.87, score_std=0.004))
+    assert codes(rmse) == [review.FAR_TOO_GOOD]
+
+
 def test_predict_heavy_and_warmup_heavy():
     assert codes(make_result(predict=0.35)) == []                # under 5 x 0.03 + 0.25 = 0.40 s
     assert codes(make_result(predict=0.45)) == [review.PREDICT_HEAVY]
