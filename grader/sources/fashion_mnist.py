@@ -48,28 +48,30 @@ With `secret=None` this is the fixed public split, in the files' order. With a s
 draws one per grade) the training part is the same and the test part is the public test set made
 for that grade by a label-preserving perturbation, every draw from `np.random.default_rng(secret)`:
 1. the 10,000 test images are put in a secret order (labels moved with them);
-2. each image's intensities are multiplied by one gain per grade, uniform in
+2. every image's intensities are multiplied by the same gain, drawn once per grade, uniform in
    1 +/- TEST_GAIN_SPREAD;
 3. Gaussian noise of TEST_NOISE_STD grey levels is added to every pixel; the result is rounded
    and clipped to 0..255 and stays uint8.
 The change is small next to what tells the classes apart (a garment's outline and texture span
 tens to hundreds of grey levels; the noise's typical size is a few), so a good model's accuracy
 should be unaffected: the same idea and about the same relative size as the digits exercise's
-gain and noise (grader/datasets.py), which the digits reference shrugs off. (We could not measure
-it on the real data on a machine without a network; the tests check it on the fixture.)
+gain and noise (grader/datasets.py), which the digits reference shrugs off. (Not measured on the
+real data, which the machine this was written on cannot download; the tests check on the fixture
+that each perturbed image stays nearest to its original, with its label, and how large the
+change is.)
 
 Threat model. The test set is public, and so are its labels, so without this a notebook could
 score 100% by (a) returning the 10,000 public labels in file order (10 kB of text), or (b) looking
-each test image up by its bytes (a hash of the public images). The secret order defeats (a); the
-noise changes almost every image in about half its pixels (negative noise on black background is
-clipped away, positive noise survives the rounding), so no perturbed image equals its public
-original and (b) finds nothing. What remains possible: a notebook that carries the public test
-images with their labels (about 4.4 MB gzip'd, under the grader's 20 MiB notebook limit) and
-matches each perturbed image to its *nearest* public image recovers the labels; only a test set
-nobody has seen would stop that, and Fashion-MNIST has none. The defence there is the grader's
-review of implausible results (grader/review.py: a train() of almost no time, or accuracy well
-beyond the reference's at a fraction of its time, waits for an organizer) and the code hash kept
-with each result. The grader's data_dir is hidden inside the sandbox, so the idx files
+each test image up by its bytes (a hash of the public images). The secret order defeats (a). The
+noise changes most pixels of every image (where the garment is, all but the few draws that round
+to zero; on the black background about half, since clipping removes the negative draws), so no
+perturbed image equals its public original and (b) finds nothing. What remains possible: a
+notebook that carries the public test images with their labels (about 4.4 MB gzip'd, under the
+grader's 20 MiB notebook limit) and matches each perturbed image to its *nearest* public image
+recovers the labels; only a test set nobody has seen would stop that, and Fashion-MNIST has none.
+The defence there is the grader's review of implausible results (grader/review.py: a train() of
+almost no time, or accuracy well beyond the reference's at a fraction of its time, waits for an
+organizer) and the code hash kept with each result. The grader's data_dir is hidden inside the sandbox, so the idx files
 themselves cannot be read from a submission.
 """
 

@@ -173,7 +173,8 @@ def test_reference_augmentation_is_a_shift_and_a_mirror():
     assert crops.shape == (3, 28, 28)
     for crop, i, mirrored in zip(crops, idx, flip):
         image = crop.flip(-1) if mirrored else crop
-        windows = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(image, padded[i, dy:dy + 28, dx:dx + 28])]
+        windows = [(dy, dx) for dy in range(5) for dx in range(5)
+                   if torch.equal(image, padded[i, dy:dy + 28, dx:dx + 28])]
         assert len(windows) == 1  # exactly one window of that image, shifted by at most 2 px
 
 
