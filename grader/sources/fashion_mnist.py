@@ -71,8 +71,8 @@ grader's 20 MiB notebook limit) and matches each perturbed image to its *nearest
 recovers the labels; only a test set nobody has seen would stop that, and Fashion-MNIST has none.
 The defence there is the grader's review of implausible results (grader/review.py: a train() of
 almost no time, or accuracy well beyond the reference's at a fraction of its time, waits for an
-organizer) and the code hash kept with each result. The grader's data_dir is hidden inside the sandbox, so the idx files
-themselves cannot be read from a submission.
+organizer) and the code hash kept with each result. The idx files themselves cannot be read from
+a submission: the grader's data_dir is not visible inside the sandbox (grader/grading.py hides it).
 """
 
 import dataclasses
