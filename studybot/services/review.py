@@ -1,6 +1,6 @@
 """Review: results that look implausible are held off the boards until an organizer decides.
 
-A passing result with any of the grader's ``flags`` (train_near_zero, too_good_too_fast, predict_heavy,
+A passing result with any of the grader's ``flags`` (train_near_zero, too_good_too_fast, far_too_good, predict_heavy,
 warmup_heavy, ...) is stored with review_state 'flagged' (studybot/queue.py), and so is an entry whose
 verification re-run disagreed (services/verification.py). A flagged entry is on no board and never a
 record. Organizers of the submission's cohort:

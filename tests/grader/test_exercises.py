@@ -26,6 +26,7 @@ EXPECTED = {  # id: (dataset, device, metric, target); which lesson has which is
     "digits": ("digits", "cpu", "accuracy", 0.97),
     "mnist1d": ("mnist1d", "cpu", "accuracy", 0.94),
     "cifar10-94": ("cifar10", "cuda", "accuracy", 0.94),
+    "fashion-mnist": ("fashion_mnist", "cuda", "accuracy", 0.90),
     "imdb": ("imdb_sample", "cpu", "accuracy", 0.80),
     "movielens": ("movielens", "cpu", "rmse", 0.95),
     "pets": ("pets", "cuda", "error_rate", 0.05),
