@@ -26,7 +26,9 @@ or rebuilt with the public generator, does not hold its answers:
 - mnist1d: MNIST1D_TEST_SIZE test signals generated afresh by the package's generator with a
   seed drawn from the secret (the same transform parameters as the fixed set, standardized by
   their own mean and std like the original), 100 per class; the training split stays fixed.
-- cifar10: the real test batch as is (for now).
+- cifar10: the real test batch, its images unchanged.
+For all three the test items also come in an order drawn from the secret (shuffle_test): the
+public labels pasted in their published order score at chance.
 No grader-owned copy lives inside the sandbox, and the bundled ones are hidden from it
 (grader/sandbox.py, HIDDEN_PACKAGE_DATA).
 
@@ -124,11 +126,18 @@ def load_for_grading(dataset_id: str, data_dir: Path, *, secret: int) -> Dataset
         return sources.for_grading(dataset_id, Path(data_dir), secret=secret)
     dataset = load(dataset_id, data_dir)
     if dataset_id == "digits":
-        return dataclasses.replace(dataset, x_test=perturb_digits(dataset.x_test, secret))
-    if dataset_id == "mnist1d":
+        dataset = dataclasses.replace(dataset, x_test=perturb_digits(dataset.x_test, secret))
+    elif dataset_id == "mnist1d":
         x_test, y_test = fresh_mnist1d_test(secret)
-        return dataclasses.replace(dataset, x_test=x_test, y_test=y_test)
-    return dataset
+        dataset = dataclasses.replace(dataset, x_test=x_test, y_test=y_test)
+    return shuffle_test(dataset, secret)
+
+
+def shuffle_test(dataset: Dataset, secret: int) -> Dataset:
+    """The test items in an order drawn from the secret: otherwise the public test labels, pasted
+    in their published order, would score whatever the images look like."""
+    order = np.random.default_rng([secret, 1]).permutation(len(dataset.y_test))
+    return dataclasses.replace(dataset, x_test=dataset.x_test[order], y_test=dataset.y_test[order])
 
 
 def prepare(dataset_id: str, data_dir: Path) -> None:
