@@ -271,7 +271,7 @@ def test_the_weekly_board_waits_for_its_top_three_reruns_then_posts_them_verifie
     bot.services.feedback.tick()  # settles the re-runs
     assert boards.tick() == ["fastai:2027-W03"]
     [post] = weekly_posts(bot.chat)
-    assert "1. <@ada> · 10.0 s" in post and "unverified" not in post
+    assert "1. ada · 10.0 s" in post and "unverified" not in post
     assert len(rerun_jobs(bot.services.db)) == 3 and boards.tick() == []
 
 

@@ -394,7 +394,7 @@ def test_four_workers_on_postgresql_share_200_jobs_each_exactly_once(workers):
         for name in names:
             workers.start(name, url, "--noop-jobs", "--poll", "0.05")
         for name in names:
-            wait_for(lambda: "lanes ranked" in workers.log(name), f"worker {name} to start",
+            wait_for(lambda: ": lanes " in workers.log(name), f"worker {name} to start",
                      logs=lambda: workers.log(name))
         ids = enqueue(db, b'{"cells": [], "nbformat": 4}', count=200)
         queue = JobQueue(db)
@@ -484,7 +484,7 @@ def test_a_record_candidate_is_verified_on_the_other_worker_then_posted_once(wor
     for name in names:
         workers.start(name, url, "--noop-jobs", "--noop-result", json.dumps(result), "--poll", "0.05")
     for name in names:
-        wait_for(lambda: "lanes ranked,verify" in workers.log(name), f"worker {name} to start",
+        wait_for(lambda: "lanes check,ranked,verify" in workers.log(name), f"worker {name} to start",
                  logs=lambda: workers.log(name))
     logs = lambda: "\n".join(workers.log(n)[-2000:] for n in names)  # noqa: E731
     accepted = bot.services.submissions.submit("ada", b'{"cells": [], "nbformat": 4}', filename="a.ipynb",
