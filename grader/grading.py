@@ -683,7 +683,9 @@ def _predict_deployed(*, run_index: int, code: str, spec, prepared: kinds.Prepar
 
 
 def size_text(size_bytes: int) -> str:
-    """A size for a message: MiB, or KiB below a tenth of one."""
+    """A size for a message: MiB, KiB below a tenth of one, bytes below one KiB."""
+    if size_bytes < 2**10:
+        return f"{size_bytes} bytes"
     return f"{size_bytes / 2**20:.1f} MiB" if size_bytes >= 2**20 / 10 else f"{size_bytes / 2**10:.1f} KiB"
 
 
