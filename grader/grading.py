@@ -507,8 +507,9 @@ def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, s
     uid = None if unsafe_no_sandbox else draw_sandbox_uid()
     job.create(code, owner_uid=uid, export=spec.deploy is not None)
     pending = job.root / "pending"  # folders copied (hard links) before the clock, renamed in at reveal
-    if prepared.folders:
-        kinds.stage_folders(arrays, pending, prepared.train_files + prepared.test_files)
+    if prepared.folders:  # a deployed run's test folder goes to the fresh sandbox instead
+        test_folders = prepared.test_files if spec.deploy is None else ()
+        kinds.stage_folders(arrays, pending, prepared.train_files + test_folders)
     curve = []
     cap = export_cap_bytes(spec.deploy) if spec.deploy is not None else None
     sandbox = Sandbox(job, device=device, memory_limit_mb=spec.memory_limit_mb, uid=uid, prime=not spec.warmup,

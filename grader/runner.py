@@ -19,7 +19,7 @@ training one (--export-dir) calls export(model, path) after train(), on the trai
 packs that folder into --export-pack before its `done`; the grader then kills it. The fresh
 one on the CPU (--model-dir) gets, on the predict clock:
 
-    load_model {nonce}                   done {nonce}                    model = load(model dir)
+    load_model {nonce}                   done {nonce}                    model = load(model dir); read x_test
     item {index, nonce}  (K times)       done {nonce}                    predict(model, one test item): the
                                                                          grader times each round trip
     predict {nonce}                      done {nonce}   <- clock stops   as above, with the loaded model
@@ -341,13 +341,10 @@ def main(argv=None) -> None:
                 for entry in sorted(args.export_dir.iterdir()):
                     tar.add(entry, arcname=entry.name, recursive=True)
 
-    test_data = None
+    test_data = None  # deploy: read once after load(), so the probe's single items time predict() alone
 
     def one_test_item(index: int):
         """Test item `index` alone, in the kind's form: what predict() gets in a deployed app."""
-        nonlocal test_data
-        if test_data is None:
-            test_data = load_test_data()
         if hasattr(test_data, "iloc"):
             return test_data.iloc[index:index + 1].reset_index(drop=True)
         return test_data[index:index + 1]
@@ -436,6 +433,7 @@ def main(argv=None) -> None:
             except BaseException as e:
                 _report_failure(channel, "load_export", e)
                 return
+            test_data = load_test_data()
             channel.send("done", nonce=command["nonce"])
 
         elif kind == "item":
@@ -446,7 +444,7 @@ def main(argv=None) -> None:
                 _report_failure(channel, "predict", e)
                 return
             array = as_array(output)
-            if isinstance(array, str) or len(array) != 1:
+            if isinstance(array, str) or array.ndim == 0 or len(array) != 1:
                 problem = array if isinstance(array, str) else f"{len(array)} predictions"
                 channel.send("bad_output", message=f"predict(model, one item) for the latency probe returned "
                                                    f"{problem}; it must return one prediction for one item")
