@@ -79,7 +79,7 @@ def needs_fresh_reference(result: results.Result, reference: Reference) -> bool:
     if MEASURED_NOW_NOTE in reference.notes or not result.reference or result.status not in results.JUDGED:
         return False
     if result.status == results.TOO_SLOW:
-        return True
+        return not grading.latency_over_limit(result)  # a latency limit is absolute: no reference in it
     return (result.speed_ratio is not None and result.speed_ratio > REMEASURE_FASTER_RATIO
             and result.reference["rank_seconds"] - result.rank_seconds > REMEASURE_MIN_GAP_SECONDS)
 

@@ -135,6 +135,11 @@ def print_result(result: results.Result, json_output: bool) -> None:
               f"{len(result.runs)} runs; "
               f"ranking time (train+predict, median) {result.rank_seconds:.3f} s [{low:.3f}, {high:.3f}]: "
               f"train {result.train_seconds:.3f} s, predict {result.predict_seconds:.3f} s")
+    if result.model_bytes is not None:  # a deployment exercise
+        latency = f"{result.latency_ms:.1f} ms" if result.latency_ms is not None else "not measured"
+        print(f"  deployed (a fresh process on the CPU): model {result.model_bytes / 2**20:.2f} MiB, "
+              f"one item {latency} (median)"
+              + (f", load() {result.load_seconds:.3f} s" if result.load_seconds is not None else ""))
     if result.reference:
         ratio = f"; speed ratio {result.speed_ratio:.2f}" if result.speed_ratio else ""
         again = " (measured again now)" if result.reference_remeasured else ""

@@ -25,6 +25,17 @@ run's rank_seconds = train_seconds + predict_seconds is one continuous span cove
 learner work on real data, so a forged early `done`, or training moved into predict(), only
 moves time between the two, and the ranking time (rank_seconds) still holds it. predict() is
 also held to a limit relative to the reference's predict time (predict_limit).
+
+A deployment exercise (spec.deploy) splits the run into two sandboxes. Step 4 ends with
+export(model, path) into a size-capped folder and the runner packing it, all before `done`
+(export is on the train clock); the grader then kills that sandbox and unpacks the export
+(regular files and folders only; their total size is the run's model_bytes). Step 5 happens in
+a FRESH sandbox on the CPU, started only now, that has never seen the training data or the
+training process's memory: the predict clock starts when the export (read-only) and x_test
+appear in it, and covers load(path), the latency probe (predict() on latency_items single test
+items, each round trip timed here; their median is latency_ms) and predict() on the whole test
+set. There is still no off-clock window with real data: between the clocks no process exists
+that could see the export.
 """
 
 import dataclasses
@@ -32,6 +43,7 @@ import hashlib
 import importlib.metadata
 import io
 import math
+import posixpath
 import os
 import pathlib
 import platform
@@ -40,7 +52,9 @@ import shutil
 import signal
 import socket
 import stat
+import statistics
 import subprocess
+import tarfile
 import tempfile
 import time
 import traceback
@@ -64,6 +78,11 @@ PREDICT_GRACE_SECONDS = 1.0       # ... plus this (s; covers process jitter on a
 NVIDIA_SMI_TIMEOUT_SECONDS = 5.0  # per nvidia-smi query for the run records; a hung driver must not
                                   # hold up a grade (the answer is then None)
 SEED_BITS = 31                    # seeds are grader-chosen, uniformly in [0, 2**31)
+EXPORT_CAP_FACTOR = 2             # deploy: export()'s folder holds this many times [deploy] export_max_mb, so an
+                                  # export a little over the limit is still measured and named; past it the
+                                  # write fails (ENOSPC)
+MAX_EXPORT_FILES = 1000           # deploy: files and folders an export may hold
+EXPORT_PACK_OVERHEAD_BYTES = 4096  # deploy: tar headers per file or folder, on top of the files' bytes
 
 
 @dataclasses.dataclass
@@ -82,6 +101,7 @@ class Measurement:
     failure: RunFailed | None    # why the runs stopped early, if they did
     log_tail: str
     sandbox_info: dict           # what the runner reported at startup (torch, device name)
+    failure_has_record: bool = False  # the failed run completed and is the last of `runs` (deploy: size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,6 +321,65 @@ def validate_predictions(predictions: np.ndarray, n: int, num_classes: int) -> n
     raise RunFailed(results.BAD_OUTPUT, f"predict returned shape {tuple(predictions.shape)}; {shape_hint}")
 
 
+# ---- the export of a deployment exercise ------------------------------------------------------
+
+def export_cap_bytes(deploy) -> int:
+    """How much export()'s folder holds (bytes): EXPORT_CAP_FACTOR x the spec's limit."""
+    return EXPORT_CAP_FACTOR * deploy.export_max_bytes
+
+
+def unpack_export(pack: pathlib.Path, destination: pathlib.Path, cap_bytes: int) -> int:
+    """Unpack the training sandbox's export.tar into `destination` without trusting it: no
+    symlinks anywhere, regular files and folders only, relative names, at most MAX_EXPORT_FILES
+    entries and cap_bytes in all. Returns the files' total size in bytes (the model's size)."""
+    def refuse(message):
+        raise RunFailed(results.BAD_OUTPUT, f"the export: {message}; export() must write regular files "
+                                            "(and folders) into the folder it is given")
+    try:
+        fd = os.open(pack, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        refuse(f"its packed copy could not be read ({e.strerror})")
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > cap_bytes + MAX_EXPORT_FILES * EXPORT_PACK_OVERHEAD_BYTES:
+            refuse(f"its packed copy is {info.st_size} bytes, more than the export folder can hold")
+        destination.mkdir(mode=0o755)
+        os.chmod(destination, 0o755)
+        total, seen = 0, set()
+        try:
+            with tarfile.open(fileobj=f, mode="r:") as tar:
+                for count, member in enumerate(tar, start=1):
+                    name = posixpath.normpath(member.name)
+                    if count > MAX_EXPORT_FILES:
+                        refuse(f"more than {MAX_EXPORT_FILES} files and folders")
+                    if name.startswith(("/", "..")) or name in (".", "") or name in seen:
+                        refuse(f"an entry named {member.name!r}")
+                    if not (member.isreg() or member.isdir()):
+                        refuse(f"{member.name!r} is a link or a special file")
+                    seen.add(name)
+                    target = destination / name
+                    if member.isdir():
+                        target.mkdir(mode=0o755, exist_ok=True)
+                        os.chmod(target, 0o755)
+                        continue
+                    total += member.size
+                    if total > cap_bytes:
+                        refuse(f"its files hold over {cap_bytes / 2**20:.0f} MiB")
+                    target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                    source = tar.extractfile(member)
+                    with open(target, "xb") as out:
+                        shutil.copyfileobj(source, out)
+                    os.chmod(target, 0o644)
+        except (tarfile.TarError, OSError, EOFError) as e:
+            refuse(f"its packed copy is broken ({e})")
+    return total
+
+
+def _probe_indices(test_size: int, count: int) -> list[int]:
+    """Which test items the latency probe times, one at a time: a fresh random sample per run."""
+    return secrets.SystemRandom().sample(range(test_size), min(count, test_size))
+
+
 # ---- one run -----------------------------------------------------------------------------------
 
 MAX_REPORT_KEYS, MAX_REPORT_KEY_CHARS = 16, 40  # what a report event may carry into the result
@@ -321,8 +400,9 @@ def _clean_report(values) -> dict:
 class _Conversation:
     """Waits for the runner's events with deadlines; turns anything unexpected into RunFailed."""
 
-    def __init__(self, sandbox: Sandbox, run_index: int, progress, curve: list):
+    def __init__(self, sandbox: Sandbox, run_index: int, progress, curve: list, export_full_message: str = ""):
         self.sandbox = sandbox
+        self.export_full_message = export_full_message  # deploy: export() filled its capped folder
         self.run_index = run_index
         self.progress = progress
         self.curve = curve
@@ -360,11 +440,15 @@ class _Conversation:
             return RunFailed(results.OOM, f"out of memory during {event.get('phase', what)}: {event.get('message', '')}")
         if kind == "bad_output":
             return RunFailed(results.BAD_OUTPUT, event.get("message", "invalid predictions"))
+        if kind == "export_full" and self.export_full_message:
+            return RunFailed(results.BAD_OUTPUT, f"{self.export_full_message} ({event.get('message', '')})")
         if kind == "error":
             phase, message = event.get("phase", what), event.get("message", "")
             if event.get("type") == "InfraError":
                 return RunFailed(results.INFRA_ERROR, message)
             where = "while the exported cells were loading" if phase == "load" else f"in {phase}()"
+            if phase == "load_export":
+                where = "in load(path), in the fresh process on the CPU"
             if phase == "warmup":
                 where = "in the warm-up train()/predict() on random data"
             return RunFailed(results.CRASHED, f"{message} {where}; see log_tail for the traceback")
@@ -417,17 +501,24 @@ def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, s
              progress, predict_seconds_limit: float, predict_hint: str | None,
              hidden: tuple = (), weights_dir: pathlib.Path | None = None,
              target: str | None = None) -> tuple[results.RunRecord | None, RunFailed | None, str, dict]:
+    """One timed run. Returns (record, failure, log tail, the runner's hello); a deployment run
+    whose export is over the size limit returns both its record and the failure."""
     job = JobPaths(workspace / f"run{run_index}")
     uid = None if unsafe_no_sandbox else draw_sandbox_uid()
-    job.create(code, owner_uid=uid)
+    job.create(code, owner_uid=uid, export=spec.deploy is not None)
     pending = job.root / "pending"  # folders copied (hard links) before the clock, renamed in at reveal
-    if prepared.folders:
-        kinds.stage_folders(arrays, pending, prepared.train_files + prepared.test_files)
+    if prepared.folders:  # a deployed run's test folder goes to the fresh sandbox instead
+        test_folders = prepared.test_files if spec.deploy is None else ()
+        kinds.stage_folders(arrays, pending, prepared.train_files + test_folders)
     curve = []
+    cap = export_cap_bytes(spec.deploy) if spec.deploy is not None else None
     sandbox = Sandbox(job, device=device, memory_limit_mb=spec.memory_limit_mb, uid=uid, prime=not spec.warmup,
                       unsafe_no_sandbox=unsafe_no_sandbox, extra_hidden_paths=hidden, data_kind=spec.data_kind,
-                      target=target, weights_dir=weights_dir)
-    talk = _Conversation(sandbox, run_index, progress, curve)
+                      target=target, weights_dir=weights_dir, export_cap_bytes=cap)
+    export_full = (f"export() wrote more than its folder holds ({cap / 2**20:.0f} MiB, twice this exercise's "
+                   f"{spec.deploy.export_max_mb:g} MiB limit) and the write was refused: export a smaller model"
+                   if cap is not None else "")
+    talk = _Conversation(sandbox, run_index, progress, curve, export_full_message=export_full)
     failure = None
     train_seconds = predict_seconds = warmup_seconds = None
     predictions = None
@@ -450,7 +541,7 @@ def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, s
         # The train clock starts before the training data exists in the sandbox: from the moment
         # it is revealed, whatever runs (loading, the seeding calls, a thread waiting for the
         # files) runs on the clock. There is no off-clock window with real data.
-        progress("phase", run=run_index, text="train()")
+        progress("phase", run=run_index, text="train()" if spec.deploy is None else "train() and export()")
         nonce = secrets.token_hex(16)
         started = time.perf_counter()
         kinds.reveal(arrays, job.data, prepared.train_files, pending=pending)
@@ -458,22 +549,27 @@ def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, s
         done = talk.expect("done", budget=spec.train_budget_seconds, what="train()", nonce=nonce, started=started)
         train_seconds = done["_at"] - started
 
-        # The predict clock starts the moment train's clock stops (when `done` was received), so
-        # the timeline from the first `go` to the predictions has no gap: work hidden behind a
-        # forged early `done` lands on the predict clock, which the spec's predict budget caps.
-        started = done["_at"]
-        progress("phase", run=run_index, text="predict()")
-        kinds.reveal(arrays, job.data, prepared.test_files, pending=pending)
-        nonce = secrets.token_hex(16)
-        sandbox.send(cmd="predict", nonce=nonce)
-        done = talk.expect("done", budget=predict_seconds_limit, what="predict()", nonce=nonce, started=started,
-                           timeout_message=predict_hint)
-        predict_seconds = done["_at"] - started
-        # Read the predictions now, before the runner may exit: a thread still working after
-        # `done` (the clock has stopped) must not get to rewrite them.
-        predictions = read_predictions(job.out_file, prepared.test_size, prepared.num_classes, prepared=prepared,
-                                       kind=spec.data_kind, metric=spec.metric_info)
-        sandbox.send(cmd="exit")
+        if spec.deploy is not None:
+            # The training process ends now, before anything reads the export: nothing it left
+            # running can change the export after the clock stopped, and none of its memory goes on.
+            sandbox.kill()
+        else:
+            # The predict clock starts the moment train's clock stops (when `done` was received), so
+            # the timeline from the first `go` to the predictions has no gap: work hidden behind a
+            # forged early `done` lands on the predict clock, which the spec's predict budget caps.
+            started = done["_at"]
+            progress("phase", run=run_index, text="predict()")
+            kinds.reveal(arrays, job.data, prepared.test_files, pending=pending)
+            nonce = secrets.token_hex(16)
+            sandbox.send(cmd="predict", nonce=nonce)
+            done = talk.expect("done", budget=predict_seconds_limit, what="predict()", nonce=nonce, started=started,
+                               timeout_message=predict_hint)
+            predict_seconds = done["_at"] - started
+            # Read the predictions now, before the runner may exit: a thread still working after
+            # `done` (the clock has stopped) must not get to rewrite them.
+            predictions = read_predictions(job.out_file, prepared.test_size, prepared.num_classes,
+                                           prepared=prepared, kind=spec.data_kind, metric=spec.metric_info)
+            sandbox.send(cmd="exit")
     except RunFailed as e:
         failure = e
         sandbox.kill()
@@ -484,12 +580,120 @@ def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, s
     if outcome.memory_exceeded or outcome.output_exceeded:
         return None, _classify_exit(RunFailed(results.CRASHED, "the process died", exited=True), outcome,
                                     spec.memory_limit_mb), outcome.log_tail, hello
+    deployed = {}
+    log_tail = outcome.log_tail
+    if spec.deploy is not None:
+        progress("phase", run=run_index, text="load() and predict() in a fresh process on the CPU")
+        deployed, failure, deployed_tail = _predict_deployed(
+            run_index=run_index, code=code, spec=spec, prepared=prepared, arrays=arrays, workspace=workspace,
+            export_pack=job.export_pack, unsafe_no_sandbox=unsafe_no_sandbox, progress=progress,
+            predict_seconds_limit=predict_seconds_limit, predict_hint=predict_hint, hidden=hidden,
+            weights_dir=weights_dir, target=target)
+        log_tail = _joined_tail(outcome.log_tail, deployed_tail)
+        if "predictions" not in deployed:
+            return None, failure, log_tail, hello
+        predictions, predict_seconds = deployed.pop("predictions"), deployed.pop("predict_seconds")
     score = spec.metric_info.score(predictions, prepared.truth)
     record = results.RunRecord(seed=seed, score=score, accuracy=metrics.accuracy_from(spec.metric, score),
                                train_seconds=train_seconds,
                                predict_seconds=predict_seconds, curve=curve, warmup_seconds=warmup_seconds,
-                               load_average=run_load_average, gpu=run_gpu)
-    return record, None, outcome.log_tail, hello
+                               load_average=run_load_average, gpu=run_gpu, **deployed)
+    return record, failure, log_tail, hello
+
+
+DEPLOYED_TAIL_HEADER = "---- load() and predict(), in a fresh process on the CPU ----"
+
+
+def _joined_tail(training_tail: str, deployed_tail: str) -> str:
+    """Both processes' output, the fresh one last, within the usual number of lines."""
+    if not deployed_tail.strip():
+        return training_tail
+    lines = training_tail.splitlines() + [DEPLOYED_TAIL_HEADER] + deployed_tail.splitlines()
+    return "\n".join(lines[-sandbox_module.LOG_TAIL_LINES:])
+
+
+def _predict_deployed(*, run_index: int, code: str, spec, prepared: kinds.Prepared, arrays: pathlib.Path,
+                      workspace: pathlib.Path, export_pack: pathlib.Path, unsafe_no_sandbox: bool, progress,
+                      predict_seconds_limit: float, predict_hint: str | None, hidden: tuple,
+                      weights_dir: pathlib.Path | None, target: str | None) -> tuple[dict, RunFailed | None, str]:
+    """Deployment: load() the export and predict() in a fresh CPU-only sandbox that never saw the
+    training data. Returns ({predictions, predict_seconds, load_seconds, latency_ms, model_bytes}
+    as far as they came, failure, log tail): the measured fields with a failure when the export is
+    over the size limit (the run completed; its figures belong in the result)."""
+    job = JobPaths(workspace / f"run{run_index}-deployed")
+    uid = None if unsafe_no_sandbox else draw_sandbox_uid()
+    job.create(code, owner_uid=uid)
+    pending = job.root / "pending"
+    pending.mkdir(mode=0o755)
+    os.chmod(pending, 0o755)
+    try:
+        model_bytes = unpack_export(export_pack, pending / sandbox_module.DEPLOYED_MODEL_FOLDER,
+                                    export_cap_bytes(spec.deploy))
+    except RunFailed as e:
+        return {}, e, ""
+    if prepared.folders:
+        kinds.stage_folders(arrays, pending, prepared.test_files)
+    sandbox = Sandbox(job, device="cpu", memory_limit_mb=spec.memory_limit_mb, uid=uid, prime=False,
+                      unsafe_no_sandbox=unsafe_no_sandbox, extra_hidden_paths=hidden, data_kind=spec.data_kind,
+                      target=target, weights_dir=weights_dir, deployed=True)
+    talk = _Conversation(sandbox, run_index, progress, [])
+    failure, measured = None, {"model_bytes": model_bytes}
+    sandbox.start()
+    try:
+        talk.expect("hello", budget=STARTUP_TIMEOUT_SECONDS, what="the fresh sandbox's start-up")
+        sandbox.send(cmd="load")
+        talk.expect("loaded", budget=STARTUP_TIMEOUT_SECONDS, what="loading the exported cells")
+        # The predict clock: from the moment the export and the test data appear, through
+        # load(), the latency probe and predict() on the whole test set, one span.
+        started = time.perf_counter()
+        os.rename(pending / sandbox_module.DEPLOYED_MODEL_FOLDER, job.data / sandbox_module.DEPLOYED_MODEL_FOLDER)
+        kinds.reveal(arrays, job.data, prepared.test_files, pending=pending)
+        deadline = dict(budget=predict_seconds_limit, started=started, timeout_message=predict_hint)
+        nonce = secrets.token_hex(16)
+        sandbox.send(cmd="load_model", nonce=nonce)
+        done = talk.expect("done", what="load()", nonce=nonce, **deadline)
+        measured["load_seconds"] = done["_at"] - started
+        latencies = []
+        for index in _probe_indices(prepared.test_size, spec.deploy.latency_items):
+            nonce = secrets.token_hex(16)
+            sent = time.perf_counter()
+            sandbox.send(cmd="item", index=index, nonce=nonce)
+            done = talk.expect("done", what="predict() on one item", nonce=nonce, **deadline)
+            latencies.append(done["_at"] - sent)
+        measured["latency_ms"] = 1000.0 * statistics.median(latencies)
+        nonce = secrets.token_hex(16)
+        sandbox.send(cmd="predict", nonce=nonce)
+        done = talk.expect("done", what="predict()", nonce=nonce, **deadline)
+        measured["predict_seconds"] = done["_at"] - started
+        measured["predictions"] = read_predictions(job.out_file, prepared.test_size, prepared.num_classes,
+                                                   prepared=prepared, kind=spec.data_kind, metric=spec.metric_info)
+        sandbox.send(cmd="exit")
+    except RunFailed as e:
+        failure = e
+        sandbox.kill()
+    finally:
+        outcome = sandbox.finish()
+    if failure is not None:
+        return {}, _classify_exit(failure, outcome, spec.memory_limit_mb), outcome.log_tail
+    if outcome.memory_exceeded or outcome.output_exceeded:
+        return {}, _classify_exit(RunFailed(results.CRASHED, "the process died", exited=True), outcome,
+                                  spec.memory_limit_mb), outcome.log_tail
+    if model_bytes > spec.deploy.export_max_bytes:
+        failure = RunFailed(results.BAD_OUTPUT, export_too_large_message(model_bytes, spec.deploy))
+    return measured, failure, outcome.log_tail
+
+
+def size_text(size_bytes: int) -> str:
+    """A size for a message: MiB, KiB below a tenth of one, bytes below one KiB."""
+    if size_bytes < 2**10:
+        return f"{size_bytes} bytes"
+    return f"{size_bytes / 2**20:.1f} MiB" if size_bytes >= 2**20 / 10 else f"{size_bytes / 2**10:.1f} KiB"
+
+
+def export_too_large_message(model_bytes: int, deploy) -> str:
+    return (f"the exported model is {size_text(model_bytes)}, over this exercise's {deploy.export_max_mb:g} MiB "
+            "limit: export a smaller model (a smaller architecture such as resnet18, or weights in half precision), "
+            "and only what load() needs")
 
 
 def measure(code: str, spec, dataset, *, device: str, seeds: list[int], unsafe_no_sandbox: bool = False,
@@ -501,7 +705,7 @@ def measure(code: str, spec, dataset, *, device: str, seeds: list[int], unsafe_n
     predict_seconds_limit, predict_hint = predict_limit(spec, reference)
     workspace = pathlib.Path(tempfile.mkdtemp(prefix="studybot-grade-"))
     os.chmod(workspace, 0o711)
-    records, failure, log_tail, hello = [], None, "", {}
+    records, failure, log_tail, hello, record = [], None, "", {}, None
     try:
         arrays = workspace / "arrays"
         prepared = _prepare_arrays(arrays, dataset, warmup=spec.warmup, kind=spec.data_kind)
@@ -515,17 +719,19 @@ def measure(code: str, spec, dataset, *, device: str, seeds: list[int], unsafe_n
                 progress=progress, predict_seconds_limit=predict_seconds_limit, predict_hint=predict_hint,
                 hidden=hidden, weights_dir=weights_dir, target=target)
             hello = hello or run_hello
+            if record is not None:
+                records.append(record)  # with a failure too: a deployed run whose export is over the limit
             if failure is not None:
                 progress("failed", run=index, status=failure.status, message=failure.message)
                 break
-            records.append(record)
             progress("run_done", run=index, accuracy=record.accuracy, score=record.score, metric=spec.metric,
                      train_seconds=record.train_seconds,
                      predict_seconds=record.predict_seconds, rank_seconds=record.rank_seconds)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
     info = {k: hello[k] for k in ("torch", "cuda", "device_name") if k in hello}
-    return Measurement(runs=records, failure=failure, log_tail=log_tail, sandbox_info=info)
+    return Measurement(runs=records, failure=failure, log_tail=log_tail, sandbox_info=info,
+                       failure_has_record=failure is not None and record is not None)
 
 
 # ---- judging -----------------------------------------------------------------------------------
@@ -548,6 +754,13 @@ def judge(spec, result: results.Result) -> None:
         result.message = (f"mean {scored} is {worse} the target {metric.format_target(spec.target)}: "
                           "train longer, tune the learning rate, or use a better model")
         return
+    if latency_over_limit(result):
+        result.status = results.TOO_SLOW
+        result.message = (f"good enough ({scored}), but predicting one item took a median "
+                          f"{result.latency_ms:.1f} ms on the CPU, over this exercise's {spec.deploy.latency_max_ms:g} ms "
+                          "limit: use a smaller or faster model, smaller input images, or less work per item in "
+                          "predict()")
+        return
     if reference:
         limit = spec.too_slow_factor * reference["rank_seconds"] + TOO_SLOW_GRACE_SECONDS
         if seconds > limit:
@@ -560,8 +773,19 @@ def judge(spec, result: results.Result) -> None:
     result.status = results.PASSED
     speed = f", {result.speed_ratio:.2f}x the reference's speed" if result.speed_ratio else ""
     review_note = f"; flagged for review ({', '.join(f['code'] for f in result.flags)})" if result.flags else ""
+    deployed = ""
+    if spec.deploy is not None:
+        deployed = (f", {result.latency_ms:.1f} ms per item on the CPU (limit {spec.deploy.latency_max_ms:g} ms), "
+                    f"model {size_text(result.model_bytes)} (limit {spec.deploy.export_max_mb:g} MiB)")
     result.message = (f"passed: mean {scored} (target {metric.format_target(spec.target)}), median "
-                      f"train()+predict() {seconds:.2f} s{speed}{review_note}")
+                      f"train()+predict() {seconds:.2f} s{speed}{deployed}{review_note}")
+
+
+def latency_over_limit(result: results.Result) -> bool:
+    """Deploy: whether the median single-item latency is over the spec's limit (as recorded in
+    result.config, so callers holding only the result can tell a latency too_slow apart)."""
+    limit = (result.config.get("deploy") or {}).get("latency_max_ms")
+    return limit is not None and result.latency_ms is not None and result.latency_ms > limit
 
 
 def review_and_judge(spec, result: results.Result, test_size: int) -> None:
@@ -618,6 +842,12 @@ def grade(notebook, spec, *, data_dir: pathlib.Path, reference: Reference, load_
                        "file_bytes": sandbox_module.MAX_FILE_BYTES, "processes": sandbox_module.MAX_PROCESSES,
                        "output_bytes": sandbox_module.MAX_OUTPUT_BYTES},
         }
+        if spec.deploy is not None:
+            result.config["limits"]["export_cap_bytes"] = export_cap_bytes(spec.deploy)
+            result.config["deploy"] = {"export_max_bytes": spec.deploy.export_max_bytes,
+                                       "latency_max_ms": spec.deploy.latency_max_ms,
+                                       "latency_items": min(spec.deploy.latency_items, test_size),
+                                       "predict_device": "cpu"}
         progress("phase", text=f"grading {spec.id}: {run_count} runs on {hardware['device_name']}")
         measurement = measure(code, spec, dataset, device=hardware["device"], seeds=seeds,
                               unsafe_no_sandbox=unsafe_no_sandbox, progress=progress, reference=reference.summary,
@@ -628,7 +858,7 @@ def grade(notebook, spec, *, data_dir: pathlib.Path, reference: Reference, load_
             result.hardware["cuda"] = measurement.sandbox_info.get("cuda")
         if measurement.failure is not None:
             failure = measurement.failure
-            run_number = len(measurement.runs) + 1
+            run_number = len(measurement.runs) + (0 if measurement.failure_has_record else 1)
             result.status = failure.status
             result.message = failure.message if failure.status in (results.INVALID_NOTEBOOK, results.INFRA_ERROR) \
                 else f"run {run_number} of {run_count}: {failure.message}"

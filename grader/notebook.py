@@ -7,6 +7,11 @@ cells run; everything else in the notebook is for the learner. The exported code
     def train(x_train, y_train, *, seed, device, report=None) -> model
     def predict(model, x_test) -> torch.Tensor   # (N,) class indices or (N, num_classes) scores
 
+A deployment exercise (a spec with `[deploy]`) also needs
+
+    def export(model, path)    # write the deployable model into the folder `path` (a pathlib.Path)
+    def load(path) -> model    # read it back, in a fresh process on the CPU
+
 This module only parses and checks. It never runs untrusted code itself, except in
 `load_solution`, which is for TRUSTED notebooks only (see its docstring).
 """
@@ -167,6 +172,35 @@ def check_contract(namespace: dict, kind: str = "image_tensors") -> tuple:
     return tuple(functions)
 
 
+EXPORT_SIGNATURE = "def export(model, path)"
+LOAD_SIGNATURE = "def load(path)"
+
+
+def check_deploy_contract(namespace: dict) -> tuple:
+    """Return (export, load) from an executed namespace, or raise InvalidNotebook naming what
+    is missing or wrong; checked by binding the calls the runner makes, as check_contract does."""
+    functions = []
+    missing = [name for name in ("export", "load") if namespace.get(name) is None]
+    if missing:
+        raise InvalidNotebook(
+            f"this is a deployment exercise: {' and '.join(f'`{name}`' for name in missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not defined in the exported cells; expected "
+            f"{EXPORT_SIGNATURE} (write the trained model into the folder `path`) and {LOAD_SIGNATURE} "
+            "(read it back from that folder, in a fresh process on the CPU)")
+    for name, signature, args in (("export", EXPORT_SIGNATURE, (None, None)), ("load", LOAD_SIGNATURE, (None,))):
+        fn = namespace[name]
+        if not callable(fn):
+            raise InvalidNotebook(f"`{name}` is a {type(fn).__name__}, not a function; expected {signature}")
+        try:
+            inspect.signature(fn).bind(*args)
+        except TypeError as e:
+            raise InvalidNotebook(f"`{name}` has the wrong signature ({e}); expected {signature}") from None
+        except ValueError:
+            pass
+        functions.append(fn)
+    return tuple(functions)
+
+
 def exec_exports(code: str, module_name: str = "solution") -> types.ModuleType:
     """Execute exported code as a fresh module registered in sys.modules (so dataclasses and
     pickling of its classes work). Runs the code IN THIS PROCESS: callers must trust it."""
@@ -177,14 +211,17 @@ def exec_exports(code: str, module_name: str = "solution") -> types.ModuleType:
     return module
 
 
-def load_solution(path, kind: str = "image_tensors") -> types.SimpleNamespace:
+def load_solution(path, kind: str = "image_tensors", deploy: bool = False) -> types.SimpleNamespace:
     """!!! TRUSTED NOTEBOOKS ONLY: runs the notebook's export cells in THIS process, unsandboxed. !!!
 
     For the exercises' own reference notebooks, their tests and the overhead benchmark.
     Learner submissions must go through `grader grade`, which runs them under bubblewrap.
-    Returns SimpleNamespace(train=..., predict=..., code=...).
+    Returns SimpleNamespace(train=..., predict=..., code=...), plus export= and load= with deploy=True.
     """
     code = extract_exports(path)
     module = exec_exports(code, module_name=f"trusted_solution_{abs(hash(str(path))):x}")
     train, predict = check_contract(vars(module), kind)
-    return types.SimpleNamespace(train=train, predict=predict, code=code)
+    solution = types.SimpleNamespace(train=train, predict=predict, code=code)
+    if deploy:
+        solution.export, solution.load = check_deploy_contract(vars(module))
+    return solution

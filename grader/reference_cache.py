@@ -80,6 +80,8 @@ def summarize(spec, result: results.Result) -> dict:
         "rank_seconds_low": low,
         "rank_seconds_high": high,
         "warmup_seconds": result.warmup_seconds,
+        "latency_ms": result.latency_ms,    # deployment exercises; None otherwise
+        "model_bytes": result.model_bytes,
         "runs": [r.as_json() for r in result.runs],
         "code_sha256": result.code_sha256,
         "hardware": result.hardware,

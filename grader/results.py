@@ -16,8 +16,16 @@ The JSON (Result.to_json) is the grader's only interface to the bot. Fields:
                                        load_average: os.getloadavg()[0] at the run's start
                                        gpu: {name, driver, sm_clock_mhz, temperature_c} from
                                          nvidia-smi at the run's start, null on CPU (or unknown)
+                                     deployment exercises add (grader/README.md "Deployment exercises"):
+                                       load_seconds: load(path) in the fresh CPU process, a part
+                                         of predict_seconds
+                                       latency_ms: median wall clock of predict() on one test item
+                                         at a time there, over the spec's latency_items
+                                       model_bytes: the exported files' total size
     train_seconds, predict_seconds   medians over the completed runs (grader-measured wall clock)
     warmup_seconds                   median untimed warm-up, null without one
+    latency_ms, model_bytes,         deployment exercises: median over runs of the runs' latency_ms,
+      load_seconds                     the largest model_bytes, median load_seconds; null otherwise
     rank_seconds                     THE ranking time: median over runs of the runs' rank_seconds
     rank_seconds_low,                a distribution-free interval for that median from order
       rank_seconds_high                statistics (grader/intervals.py: >= 90% coverage where the
@@ -81,6 +89,9 @@ class RunRecord:
     load_average: float | None = None     # 1-minute load average at the run's start
     gpu: dict | None = None               # nvidia-smi's view at the run's start; None on CPU
     score: float | None = None            # the metric's value; defaults to the accuracy
+    load_seconds: float | None = None     # deploy: load() in the fresh process (part of predict_seconds)
+    latency_ms: float | None = None       # deploy: median ms of predict() on one item, on the CPU
+    model_bytes: int | None = None        # deploy: total size of the exported files
 
     def __post_init__(self):
         if self.score is None:
@@ -92,10 +103,13 @@ class RunRecord:
         return self.train_seconds + self.predict_seconds
 
     def as_json(self) -> dict:
-        return {"seed": self.seed, "score": self.score, "accuracy": self.accuracy,
+        data = {"seed": self.seed, "score": self.score, "accuracy": self.accuracy,
                 "train_seconds": self.train_seconds, "predict_seconds": self.predict_seconds,
                 "rank_seconds": self.rank_seconds, "warmup_seconds": self.warmup_seconds,
                 "load_average": self.load_average, "gpu": self.gpu}
+        if self.model_bytes is not None:  # a deployed run
+            data.update(load_seconds=self.load_seconds, latency_ms=self.latency_ms, model_bytes=self.model_bytes)
+        return data
 
 
 def downsample(points: list, limit: int = MAX_CURVE_POINTS) -> list:
@@ -168,6 +182,21 @@ class Result:
         return statistics.median(warmups) if warmups else None
 
     @property
+    def latency_ms(self) -> float | None:
+        latencies = [r.latency_ms for r in self.runs if r.latency_ms is not None]
+        return statistics.median(latencies) if latencies else None
+
+    @property
+    def model_bytes(self) -> int | None:
+        sizes = [r.model_bytes for r in self.runs if r.model_bytes is not None]
+        return max(sizes) if sizes else None
+
+    @property
+    def load_seconds(self) -> float | None:
+        loads = [r.load_seconds for r in self.runs if r.load_seconds is not None]
+        return statistics.median(loads) if loads else None
+
+    @property
     def rank_seconds(self) -> float | None:
         return statistics.median(r.rank_seconds for r in self.runs) if self.runs else None
 
@@ -197,6 +226,9 @@ class Result:
             "train_seconds": self.train_seconds,
             "predict_seconds": self.predict_seconds,
             "warmup_seconds": self.warmup_seconds,
+            "latency_ms": self.latency_ms,
+            "model_bytes": self.model_bytes,
+            "load_seconds": self.load_seconds,
             "rank_seconds": self.rank_seconds,
             "rank_seconds_low": self.rank_interval[0],
             "rank_seconds_high": self.rank_interval[1],

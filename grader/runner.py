@@ -13,8 +13,19 @@ process drives it over two pipes with JSON lines and holds the clock:
     predict {nonce}     <- clock starts  done {nonce}   <- clock stops   x_test to the device, predict(),
                                                                          synchronize, write predictions.npy
     exit                                 (process exits)
+
+A deployment exercise (--export-dir, or --model-dir) runs two runners per timed run. The
+training one (--export-dir) calls export(model, path) after train(), on the train clock, and
+packs that folder into --export-pack before its `done`; the grader then kills it. The fresh
+one on the CPU (--model-dir) gets, on the predict clock:
+
+    load_model {nonce}                   done {nonce}                    model = load(model dir); read x_test
+    item {index, nonce}  (K times)       done {nonce}                    predict(model, one test item): the
+                                                                         grader times each round trip
+    predict {nonce}                      done {nonce}   <- clock stops   as above, with the loaded model
     any time:                            report {values}                 the learner's report(...) calls
     on failure:                          error {phase, type, message} | oom {phase, message} | bad_output {message}
+                                         | export_full {message} (export() filled its capped folder)
 
 The train clock starts in the grader before x_train and y_train even appear in the data
 directory, so everything from the data's arrival on (loading, the seeding calls, which learner
@@ -27,6 +38,7 @@ grader measures wall clock between sending `go` and reading `done` in its own pr
 """
 
 import argparse
+import errno
 import json
 import math
 import os
@@ -192,6 +204,12 @@ def main(argv=None) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), required=True)
     parser.add_argument("--kind", default="image_tensors", help="the exercise's data kind (grader/kinds.py)")
     parser.add_argument("--target", default=None, help="tabular: the target column's name")
+    parser.add_argument("--export-dir", type=pathlib.Path, default=None,
+                        help="deploy, training sandbox: the folder export(model, path) writes into")
+    parser.add_argument("--export-pack", type=pathlib.Path, default=None,
+                        help="deploy, training sandbox: where that folder is packed (tar) for the grader")
+    parser.add_argument("--model-dir", type=pathlib.Path, default=None,
+                        help="deploy, fresh predict sandbox: the exported folder load(path) reads")
     parser.add_argument("--prime", action="store_true",
                         help="import what torch imports lazily on first use (no warm-up run to absorb it)")
     args = parser.parse_args(argv)
@@ -236,7 +254,7 @@ def main(argv=None) -> None:
 
     from grader import kinds
     from grader.errors import InvalidNotebook
-    from grader.notebook import check_contract, exec_exports
+    from grader.notebook import check_contract, check_deploy_contract, exec_exports
 
     block_weight_downloads()
     data_kind = args.kind
@@ -340,7 +358,26 @@ def main(argv=None) -> None:
             return f"the predictions could not be converted to an array ({e})"
         return None
 
-    train = predict = None
+    def pack_export():
+        """The export folder as one tar for the grader, which trusts none of it (it unpacks
+        regular files and folders only, within its caps)."""
+        import tarfile
+        with open(args.export_pack, "r+b") as f:
+            f.truncate(0)
+            with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for entry in sorted(args.export_dir.iterdir()):
+                    tar.add(entry, arcname=entry.name, recursive=True)
+
+    test_data = None  # deploy: read once after load(), so the probe's single items time predict() alone
+
+    def one_test_item(index: int):
+        """Test item `index` alone, in the kind's form: what predict() gets in a deployed app."""
+        if hasattr(test_data, "iloc"):
+            return test_data.iloc[index:index + 1].reset_index(drop=True)
+        return test_data[index:index + 1]
+
+    deploy = args.export_dir is not None or args.model_dir is not None
+    train = predict = export = load = None
     model = None
     reports_sent = 0
 
@@ -367,6 +404,8 @@ def main(argv=None) -> None:
                     quiet_progress_bars()
                 module = exec_exports(code, module_name="solution")
                 train, predict = check_contract(vars(module), data_kind)
+                if deploy:
+                    export, load = check_deploy_contract(vars(module))
             except InvalidNotebook as e:
                 channel.send("invalid", message=str(e))
                 return
@@ -398,13 +437,51 @@ def main(argv=None) -> None:
             except BaseException as e:
                 _report_failure(channel, "train", e)
                 return
+            if args.export_dir is not None:
+                try:
+                    export(model, args.export_dir)
+                    pack_export()
+                except OSError as e:
+                    if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                        _print_learner_traceback(e)
+                        channel.send("export_full", message=f"{type(e).__name__}: {e}"[:500])
+                    else:
+                        _report_failure(channel, "export", e)
+                    return
+                except BaseException as e:
+                    _report_failure(channel, "export", e)
+                    return
             channel.send("done", nonce=nonce)
             del train_args, train_keywords
+
+        elif kind == "load_model":
+            try:
+                model = load(args.model_dir)
+            except BaseException as e:
+                _report_failure(channel, "load_export", e)
+                return
+            test_data = load_test_data()
+            channel.send("done", nonce=command["nonce"])
+
+        elif kind == "item":
+            try:
+                output = predict(model, one_test_item(int(command["index"])))
+                synchronize()
+            except BaseException as e:
+                _report_failure(channel, "predict", e)
+                return
+            array = as_array(output)
+            if isinstance(array, str) or array.ndim == 0 or len(array) != 1:
+                problem = array if isinstance(array, str) else f"{len(array)} predictions"
+                channel.send("bad_output", message=f"predict(model, one item) for the latency probe returned "
+                                                   f"{problem}; it must return one prediction for one item")
+                return
+            channel.send("done", nonce=command["nonce"])
 
         elif kind == "predict":
             nonce = command["nonce"]
             try:
-                x_test = load_test_data()
+                x_test = test_data if test_data is not None else load_test_data()
                 output = predict(model, x_test)
                 synchronize()
             except BaseException as e:

@@ -8,6 +8,13 @@ What the learner's code sees (one fresh sandbox per timed run):
     /sandbox/code/solution.py                the exported cells, read-only
     /sandbox/data                            x_train, y_train, x_test as .npy, read-only; never labels of the test set
     /sandbox/out/predictions.npy             the one writable host file, capped by RLIMIT_FSIZE
+    deployment exercises only ([deploy] in the spec; grader/README.md "Deployment exercises"):
+    /sandbox/export                          training sandbox: where export() writes, a private tmpfs
+                                             with its own size cap (export_cap_bytes)
+    /sandbox/out/export.tar                  training sandbox: the runner's packed copy of it, the
+                                             second writable host file (RLIMIT_FSIZE)
+    /sandbox/data/model                      the fresh predict sandbox (CPU only): the unpacked export,
+                                             read-only, revealed when the predict clock starts
     /scratch (= /tmp = $HOME = cwd)          private tmpfs with a size cap, gone when the run ends
     HIDDEN_PACKAGE_DATA                      bundled copies of exercise data (scikit-learn's datasets,
                                              the mnist1d generator): an empty read-only directory
@@ -99,6 +106,9 @@ IN_GRADER = "/sandbox/grader"
 IN_CODE = "/sandbox/code"
 IN_DATA = "/sandbox/data"
 IN_OUT = "/sandbox/out/predictions.npy"
+IN_EXPORT = "/sandbox/export"                  # deploy, training sandbox: export()'s folder (capped tmpfs)
+IN_EXPORT_PACK = "/sandbox/out/export.tar"     # ... and the runner's packed copy, read by the grader
+DEPLOYED_MODEL_FOLDER = "model"                # deploy, predict sandbox: the export, under /sandbox/data
 IN_SCRATCH = "/scratch"
 IN_WEIGHTS = "/sandbox/weights"   # the read-only model cache (grader/weights.py); TORCH_HOME etc. point here
 
@@ -120,13 +130,18 @@ class JobPaths:
     @property
     def out_file(self): return self.root / "out" / "predictions.npy"
     @property
+    def export_pack(self): return self.root / "out" / "export.tar"
+    @property
+    def unsafe_export(self): return self.root / "export"  # --unsafe-no-sandbox-dev-only: export() writes here
+    @property
     def stage(self): return self.root / "stage"
     @property
     def empty(self): return self.root / "empty"  # bound read-only over hidden paths
 
-    def create(self, code: str, owner_uid: int | None = None) -> None:
+    def create(self, code: str, owner_uid: int | None = None, export: bool = False) -> None:
         """Lay out the job directory so the sandbox user can read code and data and write only
-        the predictions file (chowned to owner_uid when the grader is root)."""
+        the predictions file, and with `export` the export pack (chowned to owner_uid when the
+        grader is root)."""
         self.root.mkdir(mode=0o711, parents=True, exist_ok=False)
         os.chmod(self.root, 0o711)  # traversable by the sandbox uid, not listable
         for d in (self.code, self.data, self.out_file.parent, self.stage, self.empty):
@@ -134,9 +149,11 @@ class JobPaths:
             os.chmod(d, 0o755)
         (self.code / "solution.py").write_text(code, encoding="utf-8")
         os.chmod(self.code / "solution.py", 0o644)
-        self.out_file.touch(mode=0o600)
-        if owner_uid is not None:
-            os.chown(self.out_file, owner_uid, owner_uid)
+        writable = [self.out_file] + ([self.export_pack] if export else [])
+        for path in writable:
+            path.touch(mode=0o600)
+            if owner_uid is not None:
+                os.chown(path, owner_uid, owner_uid)
 
 
 @dataclasses.dataclass
@@ -260,8 +277,13 @@ class Sandbox:
     def __init__(self, job: JobPaths, *, device: str, memory_limit_mb: int, uid: int | None,
                  prime: bool = False, unsafe_no_sandbox: bool = False, extra_hidden_paths=(),
                  data_kind: str = "image_tensors", target: str | None = None,
-                 weights_dir: pathlib.Path | None = None):
+                 weights_dir: pathlib.Path | None = None, export_cap_bytes: int | None = None,
+                 deployed: bool = False):
         self.job = job
+        # Deployment exercises: export_cap_bytes (training sandbox) gives export() a folder of that
+        # size; deployed (predict sandbox) makes the runner load() the model from the data directory.
+        self.export_cap_bytes = export_cap_bytes
+        self.deployed = deployed
         self.data_kind = data_kind
         self.target = target
         self.weights_dir = pathlib.Path(weights_dir) if weights_dir is not None else None
@@ -314,7 +336,15 @@ class Sandbox:
                 "--data", IN_DATA if inside else str(self.job.data),
                 "--out", IN_OUT if inside else str(self.job.out_file),
                 "--device", self.device, "--kind", self.data_kind] + (["--prime"] if self.prime else []) + \
-               (["--target", self.target] if self.target else [])
+               (["--target", self.target] if self.target else []) + self._deploy_args(inside)
+
+    def _deploy_args(self, inside: bool) -> list[str]:
+        if self.export_cap_bytes is not None:
+            export_dir = IN_EXPORT if inside else str(self.job.unsafe_export)
+            return ["--export-dir", export_dir, "--export-pack", IN_EXPORT_PACK if inside else str(self.job.export_pack)]
+        if self.deployed:
+            return ["--model-dir", f"{IN_DATA if inside else self.job.data}/{DEPLOYED_MODEL_FOLDER}"]
+        return []
 
     def _rlimits(self) -> list[str]:
         limits = ["prlimit", f"--nproc={MAX_PROCESSES}", f"--fsize={MAX_FILE_BYTES}",
@@ -364,6 +394,9 @@ class Sandbox:
                  "--ro-bind", source(self.job.data), IN_DATA,
                  "--bind", source(self.job.out_file), IN_OUT,
                  "--size", str(SCRATCH_BYTES), "--tmpfs", IN_SCRATCH]
+        if self.export_cap_bytes is not None:
+            args += ["--size", str(self.export_cap_bytes), "--tmpfs", IN_EXPORT,
+                     "--bind", source(self.job.export_pack), IN_EXPORT_PACK]
         from grader import weights
         if self.weights_dir is not None and self.weights_dir.is_dir():
             args += ["--ro-bind", source(self.weights_dir), IN_WEIGHTS]
@@ -390,6 +423,8 @@ class Sandbox:
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
+        if self.unsafe_no_sandbox and self.export_cap_bytes is not None:
+            self.job.unsafe_export.mkdir(mode=0o755, exist_ok=True)  # uncapped: development only
         cmd_read, self._cmd_write = os.pipe()
         self._event_read, event_write = os.pipe()
         self._log_read, log_write = os.pipe()

@@ -24,6 +24,17 @@ Optional keys:
     data_kind = "image_tensors"      # grader/kinds.py: image_tensors (default), image_folder, tabular, text, ratings
     weights = ["resnet18"]           # pretrained weights the notebook loads (grader/weights.py); missing
                                      # from the cache -> infra_error before any run, naming the prepare command
+
+An optional table makes it a deployment exercise (grader/README.md, "Deployment exercises"): the
+notebook also defines export(model, path) and load(path); train() + export() run in the training
+sandbox, then load() + predict() in a fresh CPU-only sandbox that sees only the exported files:
+
+    [deploy]
+    export_max_mb = 50.0             # the exported files together may hold at most this many MiB; more -> bad_output
+                                     # (the export folder itself holds twice this: past that the write fails)
+    latency_max_ms = 150.0           # median wall clock of predict() on one test item at a time, on the CPU, in
+                                     # ms; more -> too_slow
+    latency_items = 20               # how many single test items the latency probe times (default 20)
 """
 
 import dataclasses
@@ -37,7 +48,23 @@ SPEC_FILENAME = "spec.toml"
 REFERENCE_NOTEBOOK = "reference.ipynb"
 DEFAULT_TOO_SLOW_FACTOR = 10.0  # x reference median rank time; see `too_slow_factor` above
 DEVICES = ("cpu", "cuda")
+DEFAULT_LATENCY_ITEMS = 20      # [deploy] latency_items: single items the latency probe times
+MAX_EXPORT_MB = 100.0           # [deploy] export_max_mb at most this (MiB): the export folder holds twice the
+                                # limit, and its packed copy must stay under the sandbox's 256 MiB file size limit
+MAX_LATENCY_ITEMS = 200         # [deploy] latency_items at most this: each item is a round trip on the predict clock
 METRICS = tuple(metrics.METRICS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Deploy:
+    """The `[deploy]` table: the limits a deployed model is held to (see the module docstring)."""
+    export_max_mb: float
+    latency_max_ms: float
+    latency_items: int = DEFAULT_LATENCY_ITEMS
+
+    @property
+    def export_max_bytes(self) -> int:
+        return int(self.export_max_mb * 2**20)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +86,7 @@ class Spec:
     warmup_budget_seconds: float | None = None
     data_kind: str = kinds.DEFAULT_KIND
     weights: tuple = ()
+    deploy: Deploy | None = None           # the [deploy] table; None: train and predict in one sandbox
     directory: pathlib.Path | None = None  # where spec.toml was found; not a TOML key
 
     @property
@@ -108,7 +136,37 @@ _OPTIONAL = {
     "warmup_budget_seconds": ((int, float), "a number of seconds"),
     "data_kind": (str, "a string"),
     "weights": (list, "a list of model names"),
+    "deploy": (dict, "a table ([deploy]) with export_max_mb, latency_max_ms and optionally latency_items"),
 }
+_DEPLOY_KEYS = {
+    "export_max_mb": ((int, float), "a number of MiB"),
+    "latency_max_ms": ((int, float), "a number of milliseconds"),
+    "latency_items": (int, "an integer"),
+}
+
+
+def _parse_deploy(table: dict, fail) -> Deploy:
+    for key in table:
+        if key not in _DEPLOY_KEYS:
+            fail(f"unknown key {key!r} in [deploy] (known keys: {', '.join(_DEPLOY_KEYS)})")
+    values = {}
+    for key, (types_, description) in _DEPLOY_KEYS.items():
+        if key not in table:
+            if key != "latency_items":
+                fail(f"missing key {key!r} in [deploy]")
+            continue
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, types_):
+            fail(f"[deploy] {key!r} must be {description}, not {value!r}")
+        values[key] = float(value) if types_ == (int, float) else value
+    if not 0 < values["export_max_mb"] <= MAX_EXPORT_MB:
+        fail(f"[deploy] 'export_max_mb' must be above 0 and at most {MAX_EXPORT_MB:g}, not {values['export_max_mb']:g}")
+    if values["latency_max_ms"] <= 0:
+        fail(f"[deploy] 'latency_max_ms' must be positive, not {values['latency_max_ms']:g}")
+    items = values.get("latency_items", DEFAULT_LATENCY_ITEMS)
+    if not 1 <= items <= MAX_LATENCY_ITEMS:
+        fail(f"[deploy] 'latency_items' must be between 1 and {MAX_LATENCY_ITEMS}, not {items}")
+    return Deploy(**values)
 
 
 def parse_spec(data: dict, *, source: str = "spec.toml", directory: pathlib.Path | None = None) -> Spec:
@@ -162,6 +220,8 @@ def parse_spec(data: dict, *, source: str = "spec.toml", directory: pathlib.Path
     if not all(isinstance(name, str) and name.strip() for name in weights):
         fail(f"'weights' must be a list of model names such as [\"resnet18\"], not {weights!r}")
     values["weights"] = tuple(weights)
+    if "deploy" in values:
+        values["deploy"] = _parse_deploy(values["deploy"], fail)
     if values["runs"] < 1:
         fail(f"'runs' must be at least 1, not {values['runs']}")
     if values["device"] not in DEVICES:

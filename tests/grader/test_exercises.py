@@ -23,6 +23,7 @@ EXERCISE_DIRS = sorted(p.parent for p in EXERCISES.glob("*/spec.toml"))
 NOTEBOOKS = [d / f"{kind}.ipynb" for d in EXERCISE_DIRS for kind in ("starter", "reference")]
 P = inspect.Parameter
 EXPECTED = {  # id: (dataset, device, metric, target); which lesson has which is the curriculum's (tests/test_curricula.py)
+    "deploy": ("pets", "cuda", "error_rate", 0.05),
     "digits": ("digits", "cpu", "accuracy", 0.97),
     "mnist1d": ("mnist1d", "cpu", "accuracy", 0.94),
     "cifar10-94": ("cifar10", "cuda", "accuracy", 0.94),
