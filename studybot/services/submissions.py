@@ -103,7 +103,7 @@ class Submissions:
         exercise_id = self.exercise(raw_exercise)
         self._check_quota(user_id, exercise_id, lane)
         with self.db.session() as s:
-            intent = s.get(SubmitIntent, user_id) or SubmitIntent(user_id=user_id)
+            intent = self._intent(s, user_id) or SubmitIntent(user_id=user_id)
             intent.exercise_id, intent.lane, intent.created_at = exercise_id, lane, self.clock.now()
             s.add(intent)
         return exercise_id
@@ -190,6 +190,11 @@ class Submissions:
 
     # ---- internals -------------------------------------------------------------------------
 
+    @staticmethod
+    def _intent(s: Session, user_id: str) -> SubmitIntent | None:
+        """The learner's intent in this workspace (the team in scope: db/scoping.py)."""
+        return s.scalar(select(SubmitIntent).where(SubmitIntent.user_id == user_id))
+
     def _day_start(self) -> datetime:
         now = self.clock.now()
         return now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -209,7 +214,7 @@ class Submissions:
         if exercise and exercise.strip():
             return self.exercise(exercise.split()[0]), lane or "ranked"
         with self.db.session() as s:
-            intent = s.get(SubmitIntent, user_id)
+            intent = self._intent(s, user_id)
             if intent is not None and self.clock.now() - intent.created_at <= INTENT_TTL:
                 return intent.exercise_id, lane or intent.lane
             current = self._current_exercises(s, user_id)
