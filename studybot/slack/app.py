@@ -11,7 +11,7 @@ from slack_bolt.oauth.oauth_settings import OAuthSettings
 from studybot.bootstrap import Services
 from studybot.slack import actions, commands, events, views
 from studybot.slack.chat import SlackChat
-from studybot.slack.workspaces import ContextCopyingExecutor, InstallationChat, acting_for_the_request, team_of
+from studybot.slack.workspaces import ContextCopyingExecutor, InstallationChat, WorkspaceApp, team_of
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def build_app(services: Services, chat: SlackChat | InstallationChat, signing_se
               oauth: OAuthSettings | None = None) -> App:
     """One workspace on chat's token; or, with ``oauth`` (and an InstallationChat), every workspace that
     installed the app, each request authorized by its team's installation (bolt's authorize)."""
-    app = App(
+    app = WorkspaceApp(  # each request acts for its team (slack/workspaces.py)
         client=chat.client,
         signing_secret=signing_secret,
         # Socket Mode has no signing secret; HTTP always verifies signatures (401 otherwise).
@@ -32,7 +32,6 @@ def build_app(services: Services, chat: SlackChat | InstallationChat, signing_se
         # The team in scope (a context variable) follows each request into its listener thread.
         listener_executor=ContextCopyingExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="listener"),
     )
-    app.use(acting_for_the_request())  # first: everything after it, deduplication included, is the team's
     app.use(_dedupe_events(services))
     commands.register(app, services)
     events.register(app, services, on_revoked=_revocations(oauth, chat) if oauth is not None else None)

@@ -3,8 +3,8 @@
 - ``oauth_stores`` / ``oauth_settings``: slack_sdk's SQLAlchemy installation and OAuth state stores on
   our engine (their tables come from migration 0008, never create_all), behind bolt's OAuthSettings
   (the install page /slack/install, the redirect /slack/oauth_redirect).
-- ``team_of`` and ``acting_for_the_request``: the Slack layer reads the team (and Enterprise Grid
-  organisation) from the payload, as bolt's context has it, and the work of the request acts for it
+- ``team_of`` and ``WorkspaceApp``: the Slack layer reads the team (and Enterprise Grid organisation)
+  from the payload, as bolt's request context has it, and the work of the request acts for it
   (studybot/teams.py). ``ContextCopyingExecutor`` carries it into bolt's listener threads.
 - ``InstallationChat``: the Chat port for many workspaces. The clock and the feedback loop post outside
   any request, so no bolt ``context.client`` exists there: each call looks up the bot token of the team
@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from slack_bolt import BoltContext
+from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
 from slack_bolt.oauth.oauth_settings import OAuthSettings
 from slack_sdk.oauth.installation_store.models.bot import Bot
 from slack_sdk.oauth.installation_store.sqlalchemy import SQLAlchemyInstallationStore
@@ -49,7 +49,14 @@ def oauth_stores(settings: Settings, engine) -> OAuthStores:
                        SQLAlchemyOAuthStateStore(expiration_seconds=settings.oauth_state_seconds, engine=engine))
 
 
+# slack_sdk logs every response body at DEBUG, and oauth.v2.access answers with the new bot token: with OAuth
+# installs, that logger stays at INFO whatever STUDYBOT_LOG_LEVEL says (it redacts the Authorization header only).
+TOKEN_BEARING_LOGGER = "slack_sdk.web.base_client"
+
+
 def oauth_settings(settings: Settings, stores: OAuthStores) -> OAuthSettings:
+    sdk_log = logging.getLogger(TOKEN_BEARING_LOGGER)
+    sdk_log.setLevel(max(sdk_log.getEffectiveLevel(), logging.INFO))
     return OAuthSettings(
         client_id=settings.slack_client_id, client_secret=settings.slack_client_secret,
         scopes=list(settings.slack_scopes), install_path=INSTALL_PATH, redirect_uri_path=REDIRECT_PATH,
@@ -82,17 +89,19 @@ def team_of(context: BoltContext | dict) -> Team | None:
     return Team(team_id or enterprise_id, enterprise_id, bool(context.get("is_enterprise_install")))
 
 
-def acting_for_the_request():
-    """bolt middleware: the request's work acts for its team (token mode: the one team it serves)."""
+class WorkspaceApp(App):
+    """bolt's App, whose every request acts for its team (token mode: the one team it serves).
 
-    def act(context, next):  # noqa: A002 - bolt's argument name
-        team = single_team() or team_of(context)
-        if team is None:  # url_verification and the like carry no team and touch no rows
-            return next()
+    At dispatch rather than in a middleware: bolt runs its middlewares one after another, not nested, so
+    only dispatch spans the whole request. The team is read from the payload (BoltRequest's context) before
+    the signature is checked, but an unsigned request never reaches a listener."""
+
+    def dispatch(self, req: BoltRequest) -> BoltResponse:
+        team = single_team() or team_of(req.context)
+        if team is None:  # url_verification, ssl_check: no team, and they touch no rows
+            return super().dispatch(req)
         with acting_for(team):
-            return next()
-
-    return act
+            return super().dispatch(req)
 
 
 class ContextCopyingExecutor(ThreadPoolExecutor):
