@@ -19,6 +19,7 @@ from sqlalchemy import select
 from studybot.bootstrap import Services, build_services
 from studybot.config import load_settings
 from studybot.db.models import Cohort, Submission
+from studybot.queue import JobQueue
 from studybot.slack.app import build_app
 from studybot.slack.server import BackgroundServer
 from studybot.slack.workspaces import InstallationChat, find_bot, oauth_settings, oauth_stores
@@ -206,6 +207,13 @@ def test_two_workspaces_never_see_each_others_cohorts_submissions_or_boards(depl
         assert [(r.user_id, r.team_id) for r in s.scalars(select(Submission))] == [("U1", TEAM_A)]
     with acting_for(Team(TEAM_B)), deployment.services.db.session() as s:
         assert s.scalars(select(Submission)).all() == []
+    # The worker grades it (the queue is across teams); the feedback loop, outside any request, edits
+    # the learner's DM with team A's token.
+    queue = JobQueue(deployment.services.db, clock)
+    claim = queue.claim("worker-1", ("ranked",))
+    assert queue.finish(claim.job_id, claim.token, boards.result_of(30.0))
+    assert [state for _, state in deployment.services.feedback.tick()] == ["done:passed"]
+    assert {c.token for c in deployment.fake.calls_to("chat.update")} == {TOKEN_A}
 
     # Leaderboards: each workspace's board has its own learners only.
     for team, learner, seconds in ((TEAM_A, "U1", 30.0), (TEAM_B, "U2", 20.0)):
