@@ -23,7 +23,7 @@ from studybot.queue import JobQueue
 from studybot.slack.app import build_app
 from studybot.slack.server import BackgroundServer
 from studybot.slack.workspaces import InstallationChat, find_bot, oauth_settings, oauth_stores
-from studybot.teams import Team, acting_for, serve_single_team
+from studybot.teams import Team, acting_for
 from tests.conftest import FAST_RETRIES, SIGNING_SECRET
 from tests.support import boards
 from tests.support import signed_requests as slack
@@ -92,7 +92,10 @@ class Deployment:
 
 
 @pytest.fixture
-def deployment(tmp_path, database_url, db, clock):
+def deployment(tmp_path, database_url, db, clock, monkeypatch):
+    from studybot import teams
+
+    monkeypatch.setattr(teams, "_single_team", teams.single_team())  # build_services changes it: put it back after
     with FakeSlack() as fake:
         fake.add_user("UADMIN", "grace", is_admin=True, tz="Europe/Berlin")
         fake.add_user("U1", "ada")
@@ -113,7 +116,6 @@ def deployment(tmp_path, database_url, db, clock):
         finally:
             slack.SESSION.close()
             server.stop()
-            serve_single_team(None)
 
 
 def bot_token(deployment: Deployment, team: Team) -> str | None:
@@ -253,3 +255,37 @@ def test_an_uninstall_or_revoked_bot_token_deletes_the_token_and_posting_there_s
     assert report.posted == ["fastai:1"] and report.failed == ["fastai:1"]  # B's posted; A's has no token
     assert tokens_of(deployment.fake, "chat.postMessage", CHANNEL_OF[TEAM_B]) == {TOKEN_B}
     assert not tokens_of(deployment.fake, "chat.postMessage", CHANNEL_OF[TEAM_A])
+
+
+# ---------------------------------------------------------------------------- scoping, by construction
+
+
+def test_every_orm_query_sees_only_the_team_in_scope_and_work_naming_none_fails(db, clock, monkeypatch):
+    """db/scoping.py: SELECT, get(), UPDATE and DELETE are filtered by the team in scope; a new row joins it;
+    with many workspaces and no team named, nothing runs at all."""
+    from sqlalchemy import delete, func, update
+
+    from studybot.teams import NoTeamInScope, across_teams
+
+    from studybot import teams
+
+    monkeypatch.setattr(teams, "_single_team", None)  # a multi-workspace process (put back after the test)
+    ids = {}
+    for team in (TEAM_A, TEAM_B):
+        with acting_for(Team(team, "EORG")), db.session() as s:
+            row = Submission(user_id="U1", exercise_id="digits", status="passed", created_at=clock.now())
+            s.add(row)
+            s.flush()
+            assert (row.team_id, row.enterprise_id) == (team, "EORG")
+            ids[team] = row.id
+    with acting_for(Team(TEAM_B)), db.session() as s:
+        assert s.get(Submission, ids[TEAM_A]) is None and s.get(Submission, ids[TEAM_B]) is not None
+        assert s.execute(update(Submission).values(status="dead")).rowcount == 1
+        assert s.execute(delete(Submission).where(Submission.id == ids[TEAM_A])).rowcount == 0
+    with across_teams(), db.session() as s:
+        assert dict(s.execute(select(Submission.team_id, Submission.status)).all()) == {TEAM_A: "passed", TEAM_B: "dead"}
+        assert s.scalar(select(func.count()).select_from(Submission)) == 2
+    with pytest.raises(NoTeamInScope), db.session() as s:
+        s.scalars(select(Submission)).all()
+    with pytest.raises(NoTeamInScope), across_teams(), db.session() as s:
+        s.add(Submission(user_id="U1", exercise_id="digits", status="queued", created_at=clock.now()))

@@ -17,7 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker, with_loader_criteria
 
 from studybot.db.models import TeamScoped
-from studybot.teams import ACROSS_TEAMS, scope
+from studybot.teams import ACROSS_TEAMS, NoTeamInScope, scope
 
 
 def scope_sessions(sessions: sessionmaker) -> None:
@@ -41,6 +41,7 @@ def scope_sessions(sessions: sessionmaker) -> None:
             return
         team = scope()
         if team is ACROSS_TEAMS:
-            raise AssertionError("a row was created inside a sweep across teams without naming its team")
+            raise NoTeamInScope(f"{type(pending[0]).__name__} rows were made in a sweep across teams without "
+                                "naming their team (act for the row's team: teams.acting_for)")
         for row in pending:
             row.team_id, row.enterprise_id = team.team_id, team.enterprise_id
