@@ -233,6 +233,19 @@ def test_two_workspaces_never_see_each_others_cohorts_submissions_or_boards(depl
     assert tokens_of(deployment.fake, "chat.postMessage", CHANNEL_OF[TEAM_A]) == {TOKEN_A}
     assert tokens_of(deployment.fake, "chat.postMessage", CHANNEL_OF[TEAM_B]) == {TOKEN_B}
 
+    # Interactivity: the App Home's pause button in team A pauses team A's fastai, not team B's.
+    deployment.fake.reset()
+    payload = slack.block_action_payload("cohort_pause", "fastai", "UADMIN", team_id=TEAM_A,
+                                         view={"id": "VHOME", "type": "home"})
+    assert slack.interactive(deployment.url, SIGNING_SECRET, payload).status_code == 200
+    [home] = deployment.fake.wait_for("views.publish")
+    assert home.token == TOKEN_A
+    statuses = {}
+    for team in (TEAM_A, TEAM_B):
+        with acting_for(Team(team)), deployment.services.db.session() as s:
+            statuses[team] = s.scalar(select(Cohort.status))
+    assert statuses == {TEAM_A: "paused", TEAM_B: "active"}
+
 
 # ---------------------------------------------------------------------------- uninstalls
 
