@@ -24,6 +24,7 @@ from studybot.services.review import Review
 from studybot.services.submissions import Submissions
 from studybot.services.verification import Verification
 from studybot.services.weekly_boards import WeeklyBoards
+from studybot.teams import Team, serve_single_team
 
 
 @dataclass
@@ -50,6 +51,9 @@ class Services:
 
 
 def build_services(settings: Settings, db: Database, chat: Chat, clock: Clock) -> Services:
+    # One workspace (token mode, the shell): everything is its team's. Many (OAuth): each request and
+    # each sweep names its own (studybot/teams.py), and nothing else is allowed to touch a row.
+    serve_single_team(None if settings.multi_workspace else Team(settings.default_team_id))
     cohorts = Cohorts(db, chat, clock, curricula_dir=settings.curricula_dir, reminder_lead=settings.reminder_lead)
     poster = ExactlyOncePoster(db, chat, clock)
     deliveries = Deliveries(db, chat, clock, cohorts, poster, late_grace=settings.late_grace,

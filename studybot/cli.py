@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         print("database is up to date")
         return 0
     if command in ("serve", "socket", "slack") and not settings.has_slack:
-        print("studybot: configuration error: SLACK_BOT_TOKEN is missing (needed to talk to Slack)", file=sys.stderr)
+        print("studybot: configuration error: SLACK_BOT_TOKEN is missing (needed to talk to Slack), "
+              "or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET for OAuth installs", file=sys.stderr)
         return 2
     if command == "serve" and not settings.slack_signing_secret:
         print("studybot: configuration error: SLACK_SIGNING_SECRET is missing (HTTP mode verifies requests)",
@@ -92,12 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     if command == "socket":
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-        app = build_app(services, chat, signing_secret=None)
+        app = build_app(services, chat, signing_secret=None, oauth=getattr(chat, "oauth", None))
         SocketModeHandler(app, settings.slack_app_token).start()
         return 0
     from studybot.slack.server import make_server
 
-    server = make_server(build_app(services, chat, settings.slack_signing_secret), host=args.host, port=args.port)
+    server = make_server(build_app(services, chat, settings.slack_signing_secret, oauth=getattr(chat, "oauth", None)),
+                         host=args.host, port=args.port)
     log.info("serving Slack requests on http://%s:%s/slack/events", args.host, server.effective_port)
     server.run()
     return 0
@@ -105,17 +107,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _database(settings: Settings) -> Database:
     db = Database(settings.database_url)
-    db.migrate()
+    db.migrate(default_team_id=settings.default_team_id)
     return db
 
 
 def _slack_services(settings: Settings):
     from studybot.bootstrap import build_services
-    from studybot.slack.chat import SlackChat, make_web_client
+    from studybot.slack.workspaces import slack_chat
 
-    chat = SlackChat(make_web_client(settings.slack_bot_token, settings.slack_api_url),
-                     post_interval=settings.channel_post_interval)
-    return build_services(settings, _database(settings), chat, SystemClock()), chat
+    db = _database(settings)
+    chat = slack_chat(settings, db.engine)  # one workspace's token, or every installed workspace's (OAuth)
+    return build_services(settings, db, chat, SystemClock()), chat
 
 
 if __name__ == "__main__":

@@ -14,8 +14,13 @@ from pathlib import Path
 from typing import Mapping
 
 from studybot.errors import ConfigError
+from studybot.teams import LOCAL_TEAM_ID
 
 SLACK_API_DEFAULT = "https://slack.com/api/"
+# The bot scopes an OAuth install asks for (SLACK_SCOPES overrides): the manifest's oauth_config.scopes.bot.
+DEFAULT_SLACK_SCOPES = ("commands", "chat:write", "chat:write.public", "im:write", "im:history", "files:read",
+                        "files:write", "app_mentions:read", "channels:read", "channels:join", "groups:read",
+                        "users:read", "channels:history", "groups:history")
 
 
 @dataclass(frozen=True)
@@ -32,15 +37,28 @@ class Settings:
     tick_seconds: int = 20  # scheduler poll interval; posts go out within this of their due time
     channel_post_interval: float = 1.1  # seconds between posts to one channel (Slack allows ~1/s)
     daily_quota: int = 5  # ranked submissions per learner per exercise per UTC day, as on Kaggle
+    # Many workspaces (OAuth installs): all three set; else one workspace, on SLACK_BOT_TOKEN.
+    slack_client_id: str | None = None
+    slack_client_secret: str | None = None
+    slack_scopes: tuple[str, ...] = DEFAULT_SLACK_SCOPES
+    oauth_state_seconds: int = 600  # how long an install link stays valid (bolt's default)
+    # The one workspace of token mode (and of rows from before workspaces, migration 0008): its Slack id
+    # (auth.test's team_id), or "local" when unset, which serves one workspace just as well.
+    default_team_id: str = LOCAL_TEAM_ID
 
     @property
     def has_slack(self) -> bool:
-        return bool(self.slack_bot_token)
+        return bool(self.slack_bot_token) or self.multi_workspace
+
+    @property
+    def multi_workspace(self) -> bool:
+        return bool(self.slack_client_id and self.slack_client_secret)
 
     def __repr__(self) -> str:  # never print secrets
         return (
             f"Settings(database_url={redact_url(self.database_url)!r}, data_dir={str(self.data_dir)!r}, "
-            f"slack={'configured' if self.has_slack else 'absent'}, slack_api_url={self.slack_api_url!r})"
+            f"slack={('oauth' if self.multi_workspace else 'token') if self.has_slack else 'absent'}, "
+            f"slack_api_url={self.slack_api_url!r})"
         )
 
 
@@ -89,7 +107,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("SLACK_BOT_TOKEN must be a bot token starting with xoxb-", variable="SLACK_BOT_TOKEN")
     if app_token and not app_token.startswith("xapp-"):
         raise ConfigError("SLACK_APP_TOKEN must be an app-level token starting with xapp-", variable="SLACK_APP_TOKEN")
-    if (signing_secret or app_token) and not bot_token:
+    client_id, client_secret = get("SLACK_CLIENT_ID"), get("SLACK_CLIENT_SECRET")
+    if bool(client_id) != bool(client_secret):
+        missing = "SLACK_CLIENT_SECRET" if client_id else "SLACK_CLIENT_ID"
+        raise ConfigError(f"{missing} is missing: OAuth installs need both SLACK_CLIENT_ID and SLACK_CLIENT_SECRET",
+                          variable=missing)
+    if client_id and not signing_secret:
+        raise ConfigError("SLACK_SIGNING_SECRET is missing: OAuth installs are served over HTTP",
+                          variable="SLACK_SIGNING_SECRET")
+    if (signing_secret or app_token) and not bot_token and not client_id:
         raise ConfigError("SLACK_BOT_TOKEN is missing (the other Slack variables are set)", variable="SLACK_BOT_TOKEN")
     if bot_token and not (signing_secret or app_token):
         raise ConfigError(
@@ -108,6 +134,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"STUDYBOT_CURRICULA_DIR is not a directory: {curricula_dir}", variable="STUDYBOT_CURRICULA_DIR")
 
     optional = {}
+    if raw := get("SLACK_SCOPES"):
+        scopes = tuple(scope for scope in re.split(r"[\s,]+", raw) if scope)
+        if not scopes or not all(re.fullmatch(r"[a-z_]+(:[a-z_.]+)*", scope) for scope in scopes):
+            raise ConfigError(f"SLACK_SCOPES must be comma-separated bot scopes such as chat:write (got {raw!r})",
+                              variable="SLACK_SCOPES")
+        optional["slack_scopes"] = scopes
+    if raw := get("STUDYBOT_DEFAULT_TEAM_ID"):
+        if not re.fullmatch(r"[A-Z0-9]{2,32}", raw):
+            raise ConfigError(f"STUDYBOT_DEFAULT_TEAM_ID must be a Slack team id such as T012AB3CD (got {raw!r})",
+                              variable="STUDYBOT_DEFAULT_TEAM_ID")
+        optional["default_team_id"] = raw
     if raw := get("STUDYBOT_LATE_GRACE"):
         optional["late_grace"] = _duration("STUDYBOT_LATE_GRACE", raw)
     if raw := get("STUDYBOT_REMINDER_LEAD"):
@@ -126,6 +163,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         slack_signing_secret=signing_secret,
         slack_app_token=app_token,
         slack_api_url=api_url,
+        slack_client_id=client_id,
+        slack_client_secret=client_secret,
         curricula_dir=Path(curricula_dir) if curricula_dir else None,
         **optional,
     )

@@ -13,21 +13,23 @@ from studybot.commands import CommandHandler
 from studybot.db.engine import Database
 from studybot.messages import render
 from studybot.ports import Message
+from studybot.teams import Team, current_team
 
-CACHE_ENTRIES = 10_000  # (user, command) answers kept; oldest dropped first
+CACHE_ENTRIES = 10_000  # (team, user, command) answers kept; oldest dropped first
 PURE_READS = frozenset({"lesson", "schedule", "status"})  # join and leave write: never served from cache
 
 
 class ReplyCache:
     def __init__(self, db: Database, commands: CommandHandler) -> None:
         self.db, self.commands = db, commands
-        self._cache: OrderedDict[tuple[str, str], tuple[int, Message]] = OrderedDict()
+        self._cache: OrderedDict[tuple[Team, str, str], tuple[int, Message]] = OrderedDict()
         self._lock = threading.Lock()
 
     def answer(self, text: str, user_id: str) -> Message:
         """The rendered reply to a read-only command (``CommandHandler.answers_from_database``)."""
-        key = (user_id, " ".join((text or "").split()).lower())
-        if key[1].split(" ", 1)[0] not in PURE_READS:
+        # The team too: user ids are not unique across workspaces (Enterprise Grid shares them).
+        key = (current_team(), user_id, " ".join((text or "").split()).lower())
+        if key[2].split(" ", 1)[0] not in PURE_READS:
             reply = self.commands.handle(text, user_id)
             return render(reply.template, **reply.context)
         version = self.db.state_version()

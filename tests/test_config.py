@@ -46,3 +46,26 @@ def test_socket_mode_needs_no_signing_secret_and_api_url_gets_a_slash():
                               "SLACK_API_URL": "http://127.0.0.1:9/api"})
     assert settings.has_slack and settings.slack_api_url == "http://127.0.0.1:9/api/"
     assert "xoxb" not in repr(settings) and "xapp" not in repr(settings)
+
+
+def test_oauth_installs_need_the_client_id_secret_and_signing_secret_and_ask_the_manifests_scopes():
+    import json
+    from pathlib import Path
+
+    from studybot.config import DEFAULT_SLACK_SCOPES
+
+    settings = load_settings({"SLACK_CLIENT_ID": "1.2", "SLACK_CLIENT_SECRET": "shh", "SLACK_SIGNING_SECRET": "s"})
+    assert settings.multi_workspace and settings.has_slack and settings.slack_bot_token is None
+    assert "shh" not in repr(settings) and "oauth" in repr(settings)
+    manifest = json.loads((Path(__file__).parents[1] / "studybot/slack/manifest.json").read_text())
+    assert list(DEFAULT_SLACK_SCOPES) == manifest["oauth_config"]["scopes"]["bot"]
+    assert load_settings({"SLACK_CLIENT_ID": "1.2", "SLACK_CLIENT_SECRET": "shh", "SLACK_SIGNING_SECRET": "s",
+                          "SLACK_SCOPES": "commands, chat:write"}).slack_scopes == ("commands", "chat:write")
+    for env, variable in (({"SLACK_CLIENT_ID": "1.2", "SLACK_SIGNING_SECRET": "s"}, "SLACK_CLIENT_SECRET"),
+                          ({"SLACK_CLIENT_ID": "1.2", "SLACK_CLIENT_SECRET": "shh"}, "SLACK_SIGNING_SECRET"),
+                          ({"SLACK_CLIENT_ID": "1", "SLACK_CLIENT_SECRET": "x", "SLACK_SIGNING_SECRET": "s",
+                            "SLACK_SCOPES": "chat:write; drop table"}, "SLACK_SCOPES"),
+                          ({"STUDYBOT_DEFAULT_TEAM_ID": "my team"}, "STUDYBOT_DEFAULT_TEAM_ID")):
+        with pytest.raises(ConfigError) as raised:
+            load_settings(env)
+        assert raised.value.context["variable"] == variable

@@ -9,7 +9,7 @@ from typing import Iterator
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -75,6 +75,9 @@ class Database:
         self.engine = make_engine(database_url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         _track_writes(self._sessions)
+        from studybot.db.scoping import scope_sessions  # imports the models, which need no engine
+
+        scope_sessions(self._sessions)
 
     def state_version(self) -> int:
         """The write counter: equal values mean nothing was written in between."""
@@ -98,20 +101,43 @@ class Database:
         finally:
             session.close()
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision."""
+    def migrate(self, default_team_id: str | None = None) -> None:
+        """Bring the schema to the newest Alembic revision.
+
+        ``default_team_id``: the workspace that rows from before workspaces were scoped belong to (0008)."""
+        with self.migration_connection(default_team_id) as (connection, config):
+            command.upgrade(config, "head")
+
+    @contextlib.contextmanager
+    def migration_connection(self, default_team_id: str | None = None) -> Iterator[tuple[Connection, Config]]:
+        """A connection and Alembic config to migrate with, one process at a time; committed at the end.
+
+        SQLite changes a table by copying it and dropping the old one (Alembic's batch mode), and with
+        foreign keys on, DROP TABLE first deletes the old rows, cascading to every row that points at them
+        (a cohort's deliveries). So, as SQLite's own procedure for schema changes says, foreign keys are off
+        while migrating, and checked before the commit."""
         with self.engine.connect() as connection:
             if self.is_postgres:
                 connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+            else:
+                connection.exec_driver_sql("PRAGMA foreign_keys=OFF")  # before any transaction: else a no-op
             try:
                 config = alembic_config(self.url)
                 config.attributes["connection"] = connection
-                command.upgrade(config, "head")
+                config.attributes["default_team_id"] = default_team_id
+                yield connection, config
+                if not self.is_postgres:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(f"the migration left rows pointing nowhere: {broken[:5]}")
                 connection.commit()
             finally:
                 if self.is_postgres:
                     connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
                     connection.commit()
+                else:
+                    connection.rollback()
+                    connection.exec_driver_sql("PRAGMA foreign_keys=ON")  # the pooled connection as it was
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -53,11 +53,25 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-class Cohort(Base):
+class TeamScoped:
+    """A row that belongs to one Slack workspace: every ORM query is filtered by the team in scope, and a
+    new row gets that team (db/scoping.py). Ids are Slack's (T…, E…), or teams.LOCAL_TEAM_ID.
+
+    Rows that hang off a cohort (organizers, memberships, deliveries) are the cohort's team's. Notebooks are
+    content-addressed and only ever reached through a submission; grading jobs through their submission
+    too (the worker's queue is across teams, so that fairness between learners holds across workspaces)."""
+
+    team_id: Mapped[str] = mapped_column(String(32), index=True)
+    enterprise_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # Enterprise Grid only
+
+
+class Cohort(TeamScoped, Base):
     __tablename__ = "cohorts"
+    # A name is unique within its workspace: two workspaces may both have a "fastai" cohort.
+    __table_args__ = (UniqueConstraint("team_id", "name", name="uq_cohorts_team_name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(80), unique=True)
+    name: Mapped[str] = mapped_column(String(80))
     channel_id: Mapped[str] = mapped_column(String(40))
     channel_name: Mapped[str] = mapped_column(String(80))
     curriculum_id: Mapped[str] = mapped_column(String(80))
@@ -159,7 +173,7 @@ class Notebook(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class Submission(Base):
+class Submission(TeamScoped, Base):
     """A learner's notebook for an exercise, and what grading made of it.
 
     status: queued | running | one of the grader's result statuses (passed, below_target, too_slow,
@@ -223,11 +237,12 @@ class Submission(Base):
     target: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
-class SubmitIntent(Base):
-    """`/study submit EXERCISE` remembered until the learner uploads (one per learner)."""
+class SubmitIntent(TeamScoped, Base):
+    """`/study submit EXERCISE` remembered until the learner uploads (one per learner per workspace)."""
 
     __tablename__ = "submit_intents"
 
+    team_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     exercise_id: Mapped[str] = mapped_column(String(80))
     lane: Mapped[str] = mapped_column(String(16), default="ranked")
@@ -264,11 +279,12 @@ class GradingJob(Base):
     avoid_worker: Mapped[str | None] = mapped_column(String(120), nullable=True)
 
 
-class ProcessedEvent(Base):
+class ProcessedEvent(TeamScoped, Base):
     """Slack event ids already handled: Slack retries an event it thinks we missed."""
 
     __tablename__ = "processed_events"
 
+    team_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -89,7 +89,9 @@ class Cohorts:
 
     def is_any_organizer(self, user_id: str) -> bool:
         with self.db.session() as s:
-            named = s.scalar(select(func.count()).select_from(CohortOrganizer).where(CohortOrganizer.user_id == user_id))
+            # Through the cohort, so that only this workspace's cohorts count (db/scoping.py).
+            named = s.scalar(select(func.count()).select_from(CohortOrganizer).join(Cohort).where(
+                CohortOrganizer.user_id == user_id))
         return bool(named) or self.chat.is_workspace_admin(user_id)
 
     def require_organizer(self, user_id: str, cohort: Cohort | None, action: str) -> None:

@@ -34,6 +34,7 @@ from studybot.messages import render
 from studybot.ports import Chat
 from studybot.services.cohorts import Cohorts
 from studybot.services.posting import ExactlyOncePoster, next_attempt_at
+from studybot.services.workspaces import for_each_team
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ class Deliveries:
         self.curricula_dir = curricula_dir
 
     def next_due(self) -> datetime | None:
+        return min(filter(None, for_each_team(self.db, self._next_due, "next due delivery")), default=None)
+
+    def _next_due(self) -> datetime | None:
         with self.db.session() as s:
             rows = s.execute(select(Delivery.due_at, Delivery.claimed_at, Delivery.attempts).join(Cohort).where(
                 Delivery.status == "pending", Delivery.kind.in_(KINDS), Cohort.status == "active")).all()
@@ -73,6 +77,14 @@ class Deliveries:
         return [(row_id, kind) for at, _, kind, row_id in sorted(timed) if at <= now]
 
     def tick(self) -> TickReport:
+        """Deliver what is due, for every workspace (services/workspaces.py)."""
+        report = TickReport()
+        for part in for_each_team(self.db, self._tick, "lesson delivery"):
+            for name in ("posted", "reminded", "skipped", "failed"):
+                getattr(report, name).extend(getattr(part, name))
+        return report
+
+    def _tick(self) -> TickReport:
         now = self.clock.now()
         report = TickReport()
         self.poster.release_stuck(KINDS)

@@ -31,6 +31,7 @@ from sqlalchemy import and_, or_, select
 
 from studybot.db.engine import Database
 from studybot.db.models import GradingJob, Submission
+from studybot.teams import across_teams
 from studybot.time_source import Clock
 
 HISTORY = 20                          # finished jobs per exercise whose durations make the median
@@ -60,7 +61,9 @@ class QueueEstimates:
     def estimate(self, submission_id: int) -> Estimate | None:
         """The estimate for one queued or running submission; None for any other."""
         now = self.clock.now()
-        with self.db.session() as s:
+        # The queue is shared by every workspace (fair across teams), so the jobs ahead, the running
+        # ones and the grade times are counted across teams; only counts and durations leave here.
+        with across_teams(), self.db.session() as s:
             row = s.execute(select(GradingJob, Submission.exercise_id).join(
                 Submission, Submission.id == GradingJob.submission_id).where(
                 GradingJob.submission_id == submission_id)).first()

@@ -31,6 +31,7 @@ from studybot.ports import Chat
 from studybot.services.eta import Estimate, QueueEstimates
 from studybot.services.posting import ExactlyOncePoster
 from studybot.services.verification import DISAGREED, VERIFIED, Verification, flags_of
+from studybot.services.workspaces import for_each_team
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,11 @@ class Feedback:
         """Bring every open submission's message up to date; returns (submission id, new state).
 
         Record posts that failed (or whose process died) are tried again first, then finished
-        verification re-runs are settled (a verified record candidate is posted then)."""
+        verification re-runs are settled (a verified record candidate is posted then). For every workspace
+        (services/workspaces.py)."""
+        return [change for changes in for_each_team(self.db, self._tick, "feedback") for change in changes]
+
+    def _tick(self) -> list[tuple[int, str]]:
         self._retry_records()
         self._settle_verifications()
         changed = []
@@ -221,7 +226,7 @@ class Feedback:
             return
         self.poster.release_stuck((RECORD_KIND,))
         with self.db.session() as s:
-            pending = s.execute(select(Delivery.id, Delivery.lesson_key).where(
+            pending = s.execute(select(Delivery.id, Delivery.lesson_key).join(Cohort).where(  # the team's only
                 Delivery.kind == RECORD_KIND, Delivery.status == "pending").order_by(Delivery.id)).all()
         for row_id, key in pending:
             submission_id = int(key.removeprefix("sub"))

@@ -104,7 +104,7 @@ class Submissions:
         exercise_id = self.exercise(raw_exercise)
         self._check_quota(user_id, exercise_id, lane)
         with self.db.session() as s:
-            intent = s.get(SubmitIntent, user_id) or SubmitIntent(user_id=user_id)
+            intent = self._intent(s, user_id) or SubmitIntent(user_id=user_id)
             intent.exercise_id, intent.lane, intent.created_at = exercise_id, lane, self.clock.now()
             s.add(intent)
         return exercise_id
@@ -195,6 +195,11 @@ class Submissions:
 
     # ---- internals -------------------------------------------------------------------------
 
+    @staticmethod
+    def _intent(s: Session, user_id: str) -> SubmitIntent | None:
+        """The learner's intent in this workspace (the team in scope: db/scoping.py)."""
+        return s.scalar(select(SubmitIntent).where(SubmitIntent.user_id == user_id))
+
     def _day_start(self) -> datetime:
         now = self.clock.now()
         return now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -213,7 +218,7 @@ class Submissions:
     def _choose_exercise(self, user_id: str, exercise: str | None, lane: str | None) -> tuple[str, str]:
         """Named in the message; else the learner's `/study submit` intent; else this week's exercise."""
         with self.db.session() as s:
-            intent = s.get(SubmitIntent, user_id)
+            intent = self._intent(s, user_id)
             if exercise and exercise.strip():
                 named = self.exercise(exercise.split()[0])
                 # `/study check digits`, then the upload's text says "digits": still the check

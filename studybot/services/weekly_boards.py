@@ -38,6 +38,7 @@ from studybot.services.leaderboards import Board, Leaderboards
 from studybot.services.posting import ExactlyOncePoster
 from studybot.services.verification import PENDING, Verification
 from studybot.time_source import Clock
+from studybot.services.workspaces import for_each_team
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,9 @@ class WeeklyBoards:
         """Post each due weekly board once; returns "cohort:2027-W03" keys posted by this call.
 
         Safe to call at any time from any number of processes (the clock process, the shell)."""
+        return [key for keys in for_each_team(self.db, self._tick, "weekly leaderboards") for key in keys]
+
+    def _tick(self) -> list[str]:
         now = self.clock.now()
         self.poster.release_stuck((KIND,))
         with self.db.session() as s:

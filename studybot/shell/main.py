@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from studybot.bootstrap import build_services
+from studybot.teams import LOCAL_TEAM, serve_single_team, single_team
 from studybot.config import Settings
 from studybot.db.engine import Database
 from studybot.shell.chat import ShellChat
@@ -21,11 +22,14 @@ Type :help for shell commands, :quit to leave."""
 def run_shell(settings: Settings, stdin=None, stdout=None) -> int:
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     db = Database(settings.database_url)
-    db.migrate()
+    db.migrate(default_team_id=settings.default_team_id)
     clock = start_clock()
     admins = {"you"}
     chat = ShellChat(stdout, clock, admins.__contains__)
-    shell = Shell(build_services(settings, db, chat, clock), clock, stdout, admins)
+    services = build_services(settings, db, chat, clock)
+    if single_team() is None:  # a multi-workspace deployment's database: the shell has a workspace of its own
+        serve_single_team(LOCAL_TEAM)
+    shell = Shell(services, clock, stdout, admins)
     interactive = stdin.isatty()
     if interactive:
         try:

@@ -95,7 +95,7 @@ class ProportionalJitter(Jitter):
         return duration * (1 + random.random())
 
 
-def make_web_client(token: str, base_url: str, timeout: int = 30, retry: RetryPolicy = RetryPolicy()) -> WebClient:
+def make_web_client(token: str | None, base_url: str, timeout: int = 30, retry: RetryPolicy = RetryPolicy()) -> WebClient:
     # slack_sdk retries only connection errors by default: 429 (after Retry-After) and 5xx are ours to add.
     return WebClient(
         token=token,
@@ -144,9 +144,9 @@ def _channel(info: dict[str, Any], fallback_name: str) -> Channel:
 
 
 class SlackChat:
-    def __init__(self, client: WebClient, post_interval: float = 1.1) -> None:
+    def __init__(self, client: WebClient, post_interval: float = 1.1, pacer: ChannelPacer | None = None) -> None:
         self.client = client
-        self.pacer = ChannelPacer(post_interval)
+        self.pacer = pacer or ChannelPacer(post_interval)  # shared by the workspaces of one process
         self._admins: dict[str, tuple[float, bool]] = {}
         self._names: dict[str, tuple[float, str]] = {}
 

@@ -9,6 +9,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from waitress import create_server
 from waitress.server import BaseWSGIServer
 
+SLACK_PATHS = ("/slack/events", "/slack/install", "/slack/oauth_redirect")  # slack/workspaces.py's OAuth paths
 SERVER_THREADS = 16  # concurrent HTTP requests; each acks quickly and hands work to bolt's listener pool
 
 
@@ -20,7 +21,7 @@ def wsgi_app(app: App):
         if path == "/healthz":
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"ok\n"]
-        if path == "/slack/events":
+        if path in SLACK_PATHS:  # events and interactivity; the OAuth install page and redirect (GET)
             return slack(environ, start_response)
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found\n"]

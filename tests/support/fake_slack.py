@@ -28,6 +28,8 @@ Usage::
 
 from __future__ import annotations
 
+import base64
+
 import copy
 import email.parser
 import email.policy
@@ -227,6 +229,9 @@ class FakeSlack:
         self._files: dict[str, dict] = {}
         self._views: dict[str, dict] = {}
         self._home: dict[str, str] = {}
+        self._workspaces: dict[str, dict] = {}  # bot token -> the team it belongs to (auth.test answers it)
+        self._oauth_codes: dict[str, dict] = {}  # code -> the oauth.v2.access answer it buys, once
+        self.oauth_client: tuple[str, str] = ("1111.2222", "client-secret")  # the app's id and secret
         self._ts_seq = itertools.count(1)
         self._id_seq = itertools.count(1)
         self._server: _Server | None = None
@@ -279,6 +284,33 @@ class FakeSlack:
         return f"{self.url}/response/{quote(name, safe='')}"
 
     # ------------------------------------------------------------------ fixtures
+    def add_workspace(self, team_id: str, bot_token: str, *, enterprise_id: str | None = None,
+                      is_enterprise_install: bool = False, name: str | None = None) -> None:
+        """A workspace (or, with ``is_enterprise_install``, a Grid organisation) whose bot token is
+        ``bot_token``: auth.test with that token answers this team."""
+        with self._lock:
+            self._workspaces[bot_token] = {"team_id": None if is_enterprise_install else team_id,
+                                           "team": name or team_id, "enterprise_id": enterprise_id,
+                                           "is_enterprise_install": is_enterprise_install}
+
+    def add_oauth_code(self, code: str, team_id: str | None, *, bot_token: str, enterprise_id: str | None = None,
+                       is_enterprise_install: bool = False, installer: str = "UINSTALLER",
+                       scope: str = "commands,chat:write") -> None:
+        """What Slack answers oauth.v2.access for ``code`` (good once), in its documented shape
+        (api.slack.com/methods/oauth.v2.access): a bot token, its scopes, the team (null for an org-wide
+        install on Enterprise Grid, which names the enterprise instead) and the installing user."""
+        with self._lock:
+            self._oauth_codes[code] = {
+                "ok": True, "access_token": bot_token, "token_type": "bot", "scope": scope,
+                "bot_user_id": BOT_USER_ID, "app_id": APP_ID,
+                "team": None if is_enterprise_install else {"name": f"Team {team_id}", "id": team_id},
+                "enterprise": {"name": f"Org {enterprise_id}", "id": enterprise_id} if enterprise_id else None,
+                "authed_user": {"id": installer},
+                "is_enterprise_install": is_enterprise_install,
+            }
+        self.add_workspace(team_id or enterprise_id, bot_token, enterprise_id=enterprise_id,
+                           is_enterprise_install=is_enterprise_install)
+
     def add_user(
         self,
         user_id: str,
@@ -540,8 +572,12 @@ class FakeSlack:
 
         if method == "response_url":
             call.response = {"ok": True}
+        elif method == "oauth.v2.access":  # the app's client id and secret, not a token, authenticate it
+            call.response = self._oauth_v2_access(args, auth)
         elif token is None:
             call.response = {"ok": False, "error": "not_authed"}
+        elif method == "auth.test":  # answers for the workspace of the token it was called with
+            call.response = self._auth_test(token)
         else:
             handler = getattr(self, "_api_" + method.replace(".", "_"), None)
             try:
@@ -624,16 +660,31 @@ class FakeSlack:
                 info["size"] = len(call.args["content"])
 
     # ------------------------------------------------------------------ Web API methods
-    def _api_auth_test(self, args: dict) -> dict:
+    def _oauth_v2_access(self, args: dict, authorization: str) -> dict:
+        client_id, client_secret = args.get("client_id"), args.get("client_secret")
+        if authorization.lower().startswith("basic "):  # slack_sdk sends them as HTTP Basic auth
+            client_id, _, client_secret = base64.b64decode(authorization[6:].strip()).decode().partition(":")
+        if client_id != self.oauth_client[0]:
+            return {"ok": False, "error": "invalid_client_id"}
+        if client_secret != self.oauth_client[1]:
+            return {"ok": False, "error": "bad_client_secret"}
+        with self._lock:
+            answer = self._oauth_codes.pop(args.get("code") or "", None)
+        return answer or {"ok": False, "error": "invalid_code"}
+
+    def _auth_test(self, token: str) -> dict:
+        with self._lock:
+            workspace = self._workspaces.get(token)
         return {
             "ok": True,
             "url": f"{self.url}/",
-            "team": "Study Group",
+            "team": workspace["team"] if workspace else "Study Group",
             "user": "studybot",
-            "team_id": TEAM_ID,
+            "team_id": workspace["team_id"] if workspace else TEAM_ID,
             "user_id": BOT_USER_ID,
             "bot_id": BOT_ID,
-            "is_enterprise_install": False,
+            "enterprise_id": workspace["enterprise_id"] if workspace else None,
+            "is_enterprise_install": workspace["is_enterprise_install"] if workspace else False,
         }
 
     def _api_chat_postMessage(self, args: dict) -> dict:

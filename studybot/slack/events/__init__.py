@@ -34,7 +34,10 @@ def own_user_ids(body: dict, context) -> set[str]:
     return ids - {None}
 
 
-def register(app: App, services: Services) -> None:
+def register(app: App, services: Services, on_revoked=None) -> None:
+    """``on_revoked(event, context)``: what app_uninstalled and tokens_revoked do beyond logging (OAuth
+    installs: delete the team's tokens, slack/app.py); token mode has nothing to delete."""
+
     def app_home_opened(event):
         if event.get("tab", "home") == "home":
             publish_home(services, event["user"])
@@ -87,8 +90,11 @@ def register(app: App, services: Services) -> None:
         with chat_errors_logged(f"answer the upload {event['file_id']} of {event['user_id']}"):
             take_upload(services, client, event["user_id"], event["file_id"], None)
 
-    def uninstalled(event):
-        log.warning("Slack says %s: the bot token no longer works until the app is reinstalled", event.get("type"))
+    def uninstalled(event, context):
+        log.warning("Slack says %s for team %s: its bot token no longer works until the app is reinstalled",
+                    event.get("type"), context.get("team_id") or context.get("enterprise_id"))
+        if on_revoked is not None:
+            on_revoked(event, context)
 
     app.event("app_home_opened")(app_home_opened)
     app.event("message")(direct_message)
