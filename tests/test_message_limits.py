@@ -105,10 +105,11 @@ def test_every_template_stays_within_slacks_limits_when_its_inputs_are_huge(huge
                                         for i in range(150)], default_tz="Europe/Berlin"),
     }
     names = {p.stem for p in TEMPLATES.glob("*.j2") if not p.stem.startswith("_")}
-    # grading_dead and submission render submissions and jobs: rendered at size in tests/test_worker.py;
+    # grading_dead and submission render submissions and jobs: rendered at size in tests/test_worker.py
+    # (worker_lost in tests/test_queue_eta.py);
     # the leaderboard family in tests/test_ranking.py, the review family in tests/test_review.py.
     # render()'s final check covers them all the same.
-    elsewhere = LEADERBOARD_TEMPLATES | REVIEW_TEMPLATES | {"grading_dead", "submission"}
+    elsewhere = LEADERBOARD_TEMPLATES | REVIEW_TEMPLATES | {"grading_dead", "submission", "worker_lost"}
     assert names - elsewhere == set(contexts) | set(views), "render a new template here too"
     for kind, context in contexts.items():
         check_message(render(kind, **context), kind)

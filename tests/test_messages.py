@@ -25,7 +25,7 @@ def test_the_template_catalogue_is_known():
     assert names == {"help", "error", "cohort_created", "cohort_list", "cohort_changed", "joined", "left", "lesson",
                      "lesson_post", "schedule", "status", "reminder", "delivery_skipped", "delivery_failed",
                      "cohort_modal", "cohort_modal_opening", "home", "dm_help", "channel_welcome",
-                     "submission", "submission_rejected", "submit_ready", "grading_dead",
+                     "submission", "submission_rejected", "submit_ready", "grading_dead", "worker_lost",
                      "delivery_unverifiable"} | LEADERBOARD_TEMPLATES | REVIEW_TEMPLATES
 
 

@@ -99,9 +99,12 @@ def test_a_grade_running_past_twice_its_usual_time_says_it_is_still_working(hist
     assert bot.services.queue.report_progress(claim.job_id, claim.token, {"run": 1, "runs": 5})
     bot.services.feedback.tick()
     assert "Still working" not in latest(bot, ada)
-    bot.clock.advance(timedelta(seconds=2 * 60 + 1))
+    for _ in range(3):  # a live worker: it keeps heartbeating, so its lease never runs out
+        bot.clock.advance(timedelta(seconds=41))
+        assert bot.services.queue.heartbeat(claim.job_id, claim.token)
     bot.services.feedback.tick()
     assert "run 1 of 5" in latest(bot, ada) and "Still working" in latest(bot, ada)
+    assert "stopped answering" not in latest(bot, ada)
 
 
 def latest(bot, submission_id: int) -> str:
@@ -114,3 +117,39 @@ def latest(bot, submission_id: int) -> str:
 def feedback_refresh() -> float:
     from studybot.services.feedback import QUEUED_REFRESH_SECONDS
     return QUEUED_REFRESH_SECONDS + 1
+
+
+def test_a_lost_worker_tells_the_learner_and_the_organizers_once(bot):
+    from tests.support.boards import start
+
+    bot.clock.set(T0)
+    start(bot)  # cohort fastai, organizer carol, learners ada, bob, cy, dee
+    ada = queue_one(bot, "ada")
+    queue = bot.services.queue
+    claim = queue.claim("gpu-box-3")
+    bot.services.feedback.tick()
+    before = bot.out.tell()
+    bot.clock.advance(queue.lease + timedelta(seconds=5))  # no heartbeat: the lease runs out
+    bot.services.feedback.tick()
+    bot.services.feedback.tick()
+    said = bot.out.getvalue()[before:]
+    assert "stopped answering; another one will take it over" in latest(bot, ada)
+    assert said.count("── DM to @carol") == 1
+    assert "`gpu-box-3` last renewed its lease" in said or "gpu-box-3 last renewed its lease" in said
+    assert "Another worker will retry it (attempt 2 of 3)" in said
+    # Taken over: the DM moves on, and a second loss is told again, as attempt 2.
+    second = queue.claim("gpu-box-4")
+    assert second.attempt == 2 and claim.job_id == second.job_id
+    bot.services.feedback.tick()
+    assert "stopped answering" not in latest(bot, ada)
+
+
+def test_the_lost_worker_message_stays_within_slacks_limits_at_size():
+    from types import SimpleNamespace
+
+    from studybot.messages import render
+    from tests.test_message_limits import check_message
+
+    huge = SimpleNamespace(id=10**9, exercise_id="x" * 200, user_id="U" + "9" * 30)
+    check_message(render("worker_lost", submission=huge, cohort_name="<!channel> " * 500, worker="w&<>" * 800,
+                         attempts=3, max_attempts=3, since="59 min 59 s"), "worker_lost")

@@ -44,17 +44,30 @@ FINAL_PREFIX = "done:"
 RECORD_KIND = "record"  # deliveries.kind of a "new record" channel post
 
 
+LOST_PREFIX = "running:lost:"  # notified_state of a running job whose worker's lease ran out (then: attempt)
+
+
+def worker_lost(job: GradingJob | None, now) -> bool:
+    """A running job whose lease has expired: its worker stopped heartbeating (died, froze, lost the network)."""
+    return (job is not None and now is not None and job.status == "running" and job.lease_expires_at is not None
+            and job.lease_expires_at < now)
+
+
 def record_key(submission_id: int) -> str:
     """deliveries.lesson_key of the record post of one submission (16 characters at most)."""
     return f"sub{submission_id}"
 
 
-def state_of(submission: Submission, job: GradingJob | None, estimate: Estimate | None = None) -> str:
+def state_of(submission: Submission, job: GradingJob | None, estimate: Estimate | None = None,
+             now=None) -> str:
     """What the learner's message shows, as a short key: a change of key means an edit. A queued
-    message changes with its estimate's minutes; a running one when it turns "still working"."""
+    message changes with its estimate's minutes; a running one when it turns "still working", and
+    when its worker is lost (the lease ran out: another worker will take it over)."""
     if submission.status == "queued":
         return f"queued:{estimate.minutes}" if estimate is not None else "queued"
     if submission.status == "running":
+        if worker_lost(job, now):
+            return f"{LOST_PREFIX}{job.attempts}"
         progress = json.loads(job.progress) if job is not None and job.progress else {}
         late = ":late" if estimate is not None and QueueEstimates.still_working(estimate) else ""
         return f"running:{progress.get('run', 0)}/{progress.get('runs', '?')}{late}"
@@ -115,7 +128,7 @@ class Feedback:
                 self._queued_seen[submission.id] = now
             else:
                 self._queued_seen.pop(submission.id, None)
-            state = state_of(submission, job, estimate)
+            state = state_of(submission, job, estimate, self.clock.now())
             if state == submission.notified_state:
                 continue
             try:
@@ -140,6 +153,8 @@ class Feedback:
                 changed.append((submission.id, state))
                 if state.startswith(FINAL_PREFIX):
                     self._after_result(submission)
+                elif state.startswith(LOST_PREFIX):
+                    self._tell_organizers_of_lost_worker(submission, job)
         return changed
 
     def _back_off(self, submission_id: int, now: float) -> None:
@@ -169,6 +184,7 @@ class Feedback:
             refunded=submission.status in self.submissions.REFUNDED_STATUSES,
             under_review=submission.review_state == "flagged", flags=flags_of(submission),
             eta=estimate, still_working=estimate is not None and QueueEstimates.still_working(estimate),
+            worker_lost=worker_lost(job, self.clock.now()),
             took_seconds=((submission.finished_at - submission.created_at).total_seconds()
                           if submission.finished_at and submission.created_at else None),
         )
@@ -250,6 +266,23 @@ class Feedback:
             except ChatError as error:
                 log.warning("could not tell organizer %s about the review of submission %s: %s", organizer,
                             submission_id, error.message)
+
+    def _tell_organizers_of_lost_worker(self, submission: Submission, job: GradingJob) -> None:
+        """Once per lost attempt (the state key carries it): the organizers can look at that machine."""
+        with self.db.session() as s:
+            cohort = s.get(Cohort, submission.cohort_id) if submission.cohort_id else None
+            organizers = [o.user_id for o in cohort.organizers] if cohort else []
+            silent = self.clock.now() - (job.lease_expires_at - self.submissions.queue.lease)
+            minutes, seconds = divmod(int(silent.total_seconds()), 60)
+            message = render("worker_lost", submission=submission, cohort_name=cohort.name if cohort else None,
+                             worker=job.lease_owner, attempts=job.attempts, max_attempts=job.max_attempts,
+                             since=f"{minutes} min {seconds} s" if minutes else f"{seconds} s")
+        for organizer in organizers:
+            try:
+                self.chat.dm(organizer, message)
+            except ChatError as error:
+                log.warning("could not tell organizer %s about the lost worker of submission %s: %s", organizer,
+                            submission.id, error.message)
 
     def _tell_organizers(self, submission: Submission) -> None:
         """Infrastructure kept failing on this job: the people who can act on it hear about it once."""
