@@ -16,14 +16,16 @@ log = logging.getLogger(__name__)
 LISTENER_THREADS = 16  # bolt's default is 5; slash commands, events and home refreshes share these
 
 
-def build_app(services: Services, chat: SlackChat, signing_secret: str | None) -> App:
+def build_app(services: Services, chat: SlackChat, signing_secret: str | None,
+              listener_executor: ThreadPoolExecutor | None = None) -> App:
+    """``listener_executor``: the pool bolt runs listeners in, for a caller that waits for it on shutdown."""
     app = App(
         client=chat.client,
         signing_secret=signing_secret,
         # Socket Mode has no signing secret; HTTP always verifies signatures (401 otherwise).
         request_verification_enabled=signing_secret is not None,
         token_verification_enabled=False,  # no auth.test on start-up: start fast, fail on first use
-        listener_executor=ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="listener"),
+        listener_executor=listener_executor or listener_pool(),
     )
     app.use(_dedupe_events(services))
     commands.register(app, services)
@@ -31,6 +33,10 @@ def build_app(services: Services, chat: SlackChat, signing_secret: str | None) -
     views.register(app, services)
     actions.register(app, services)
     return app
+
+
+def listener_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="listener")
 
 
 def _dedupe_events(services: Services):
