@@ -29,9 +29,11 @@ def studybot_env(tmp_path, **extra: str) -> dict:
 class StudybotProcess:
     """``python -m studybot ARGS``; its stderr (the log) is read line by line in a thread."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str], name: str | None = None) -> None:
+    def __init__(self, args: list[str], env: Mapping[str, str], name: str | None = None,
+                 command: list[str] | None = None) -> None:
+        """``command``: run this argv instead of ``python -m studybot ARGS`` (bench/'s bare app)."""
         self.name = name or " ".join(args)
-        self.process = subprocess.Popen(STUDYBOT + list(args), env=dict(env), stdin=subprocess.DEVNULL,
+        self.process = subprocess.Popen(command or STUDYBOT + list(args), env=dict(env), stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self._changed = threading.Condition()
