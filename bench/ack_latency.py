@@ -98,10 +98,12 @@ def prepare_database(database_url: str, api_url: str) -> None:
 
 
 class JobFeeder:
-    """Queues one no-op grading job every ``interval`` seconds (for `studybot work --noop-jobs`)."""
+    """Queues one no-op grading job every ``interval`` seconds (for `studybot work --noop-jobs`), each
+    with its learner's "queued" DM already posted, as an upload gets; the clock then edits that DM
+    with the result (chat.update), so the clock, the worker and the apps all use the database."""
 
-    def __init__(self, database_url: str, interval: float) -> None:
-        self.database_url, self.interval = database_url, interval
+    def __init__(self, database_url: str, interval: float, api_url: str) -> None:
+        self.database_url, self.interval, self.api_url = database_url, interval, api_url
         self.stop = threading.Event()
         self.queued = 0
         self.thread = threading.Thread(target=self._run, name="feeder", daemon=True)
@@ -111,18 +113,23 @@ class JobFeeder:
         from studybot.db.models import Notebook, Submission
         from studybot.queue import JobQueue
 
+        from studybot.slack.chat import make_web_client
+
         db = Database(self.database_url)
         queue = JobQueue(db)
+        slack = make_web_client(TOKEN, self.api_url)
         content = b'{"cells": [], "nbformat": 4, "nbformat_minor": 5, "metadata": {}}'
         digest = hashlib.sha256(content).hexdigest()
         while not self.stop.wait(self.interval):
             now = datetime.now(timezone.utc)
+            user = f"U{self.queued % MEMBERS}"
+            dm = slack.chat_postMessage(channel=user, text="Your notebook is queued.")
             with db.session() as s:
                 if s.get(Notebook, digest) is None:
                     s.add(Notebook(sha256=digest, content=content, size=len(content), created_at=now))
-                submission = Submission(user_id=f"U{self.queued % MEMBERS}", exercise_id="digits",
-                                        status="queued", created_at=now, notebook_sha256=digest, lane="ranked",
-                                        source="shell")
+                submission = Submission(user_id=user, exercise_id="digits", status="queued", created_at=now,
+                                        notebook_sha256=digest, lane="ranked", source="slack",
+                                        dm_channel=dm["channel"], dm_ts=dm["ts"], notified_state="queued")
                 s.add(submission)
                 s.flush()
                 queue.enqueue(s, submission)
@@ -238,7 +245,7 @@ def main() -> None:
         info_env = {**env, "STUDYBOT_LOG_LEVEL": "INFO"}  # for the lines that say a process is ready
         background = [StudybotProcess(["clock"], info_env, name="clock"),
                       StudybotProcess(["work", "--noop-jobs", "--poll", "0.2"], env, name="worker")]
-        feeder = JobFeeder(database_url, 1 / args.jobs_per_second) if args.jobs_per_second > 0 else None
+        feeder = JobFeeder(database_url, 1 / args.jobs_per_second, fake.api_url) if args.jobs_per_second > 0 else None
         try:
             background[0].wait_for_line(r"clock started", timeout=READY_SECONDS)
             background[1].wait_for_line(r"lanes ranked", timeout=READY_SECONDS)
@@ -284,14 +291,14 @@ def main() -> None:
             for process in background:
                 process.wait(timeout=30)
                 process.kill()
-        bot_posts = fake.calls_to("chat.postMessage")
+        result_edits = [c for c in fake.calls_to("chat.update") if c.ok]
     ratios = {transport: dict(p50=results[f"{transport} studybot"]["p50_ms"] / results[f"{transport} bare"]["p50_ms"],
                               p99=results[f"{transport} studybot"]["p99_ms"] / results[f"{transport} bare"]["p99_ms"])
               for transport in ("http", "socket")}
     print(json.dumps(dict(machine=f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
                           database=database_url.split(":")[0], requests=args.requests, concurrency=args.concurrency,
                           background=dict(clock_tick_seconds=1, worker="noop", jobs_queued=feeder.queued if feeder else 0,
-                                          bot_posts_during_run=len(bot_posts)),
+                                          result_dm_edits_by_the_clock=len(result_edits)),
                           results=results, ratios={t: {k: round(v, 3) for k, v in r.items()} for t, r in ratios.items()}),
                      indent=2))
     for name, r in results.items():
