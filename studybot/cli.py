@@ -82,8 +82,6 @@ def main(argv: list[str] | None = None) -> int:
 
         run_clock(services, settings.tick_seconds, stop=shutdown.stop)
         return 0
-    from studybot.slack.app import build_app, listener_pool
-
     clock = None
     if command == "slack":  # one-process development mode: the clock runs beside the app
         from studybot.clock_process import run_clock
@@ -92,6 +90,25 @@ def main(argv: list[str] | None = None) -> int:
         clock.start()
         command = "socket" if settings.slack_app_token else "serve"
         args.port, args.host = int(os.environ.get("PORT", "3000")), "0.0.0.0"
+    try:
+        code = _run_slack(command, args, settings, services, chat, shutdown.stop)
+    finally:
+        shutdown.stop.set()  # the development mode's clock stops with the app, whatever happened to it
+        if clock is not None:
+            clock.join()
+    if code == EXIT_UNFINISHED:
+        log.warning("stopped with work still in hand after %g s", STOP_GRACE_SECONDS)
+        logging.shutdown()
+        os._exit(code)  # a listener thread still running would block the interpreter's exit
+    if code == 0:
+        log.info("stopped cleanly")
+    return code
+
+
+def _run_slack(command: str, args, settings: Settings, services, chat, stop: threading.Event) -> int:
+    """Serve Slack (``command``: socket or serve) until ``stop``, then stop gracefully; the exit code."""
+    from studybot.slack.app import build_app, listener_pool
+
     listeners = listener_pool()  # bolt's listener threads: the work after each ack, waited for on shutdown
     if command == "socket":
         from slack_sdk.errors import SlackApiError
@@ -103,11 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             socket_mode.start()
         except SlackApiError as error:
-            shutdown.stop.set()
             print(f"studybot: Slack refused to open a Socket Mode connection ({error.response.get('error')}): "
                   "check SLACK_APP_TOKEN (an app-level token with the connections:write scope)", file=sys.stderr)
             return 2
-        shutdown.stop.wait()
+        stop.wait()
         clean = socket_mode.stop(STOP_GRACE_SECONDS)
     else:
         from studybot.slack.server import make_server, serve_until
@@ -115,16 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         server = make_server(build_app(services, chat, settings.slack_signing_secret, listener_executor=listeners),
                              host=args.host, port=args.port)
         log.info("serving Slack requests on http://%s:%s/slack/events", args.host, server.effective_port)
-        drained = serve_until(server, shutdown.stop, STOP_GRACE_SECONDS)
+        drained = serve_until(server, stop, STOP_GRACE_SECONDS)
         clean = drained and finished_within(lambda: listeners.shutdown(wait=True), STOP_GRACE_SECONDS / 4)
-    if clock is not None:
-        clock.join()
-    if not clean:
-        log.warning("stopped with work still in hand after %g s", STOP_GRACE_SECONDS)
-        logging.shutdown()
-        os._exit(EXIT_UNFINISHED)  # a listener thread still running would block the interpreter's exit
-    log.info("stopped cleanly")
-    return 0
+    return 0 if clean else EXIT_UNFINISHED
 
 
 def _database(settings: Settings) -> Database:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -129,3 +128,20 @@ def test_clock_finishes_the_tick_in_hand_then_hands_the_lock_to_the_standby(tmp_
         holder.kill()
         if standby is not None:
             standby.kill()
+
+
+def test_the_one_process_development_mode_stops_its_clock_and_its_connection_together(tmp_path, fake_slack):
+    with SocketModeServer() as slack_ws:
+        fake_slack.serve_socket_mode(slack_ws.url)
+        app = StudybotProcess([], studybot_env(
+            tmp_path, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN=APP_TOKEN, SLACK_API_URL=fake_slack.api_url,
+            DATABASE_URL=f"sqlite:///{tmp_path / 'studybot.sqlite3'}"), name="studybot")
+        try:
+            link = slack_ws.next_connection()
+            app.wait_for_line(r"clock started")
+            app.send_signal(signal.SIGTERM)
+            assert link.wait_closed() == 1000
+            assert app.wait() == 0, app.log()
+            assert "the tick in hand finished; releasing the lock" in app.log() and "stopped cleanly" in app.log()
+        finally:
+            app.kill()

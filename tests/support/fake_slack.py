@@ -17,6 +17,11 @@ Besides ``/api/<method>`` it serves:
   bearer header, otherwise it answers an HTML login page with status 200, the
   way Slack does. Recorded as method ``"download"``.
 
+``apps.connections.open`` answers the URL of a local Socket Mode server
+(:meth:`FakeSlack.serve_socket_mode`, tests/support/socket_mode.py) to an xapp- token.
+:meth:`FakeSlack.hold` keeps calls to one method waiting until released, for tests of work in
+flight (SIGTERM mid-request).
+
 Usage::
 
     with FakeSlack() as fake:
