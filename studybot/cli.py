@@ -23,6 +23,7 @@ from studybot.time_source import SystemClock
 from studybot.config import Settings, load_settings
 from studybot.db.engine import Database
 from studybot.errors import ConfigError
+from studybot.shutdown import EXIT_UNFINISHED, STOP_GRACE_SECONDS, ShutdownSignal, finished_within
 from studybot.worker import cli as worker_cli
 
 log = logging.getLogger("studybot")
@@ -76,33 +77,66 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     services, chat = _slack_services(settings)
+    shutdown = ShutdownSignal().install()  # SIGTERM/SIGINT: finish the work in hand (studybot/shutdown.py)
     if command == "clock":
         from studybot.clock_process import run_clock
 
-        run_clock(services, settings.tick_seconds)
+        run_clock(services, settings.tick_seconds, stop=shutdown.stop)
         return 0
-    from studybot.slack.app import build_app
-
+    clock = None
     if command == "slack":  # one-process development mode: the clock runs beside the app
         from studybot.clock_process import run_clock
 
-        threading.Thread(target=run_clock, name="clock", daemon=True, args=(
-            services, settings.tick_seconds)).start()
+        clock = threading.Thread(target=run_clock, name="clock", args=(services, settings.tick_seconds, shutdown.stop))
+        clock.start()
         command = "socket" if settings.slack_app_token else "serve"
         args.port, args.host = int(os.environ.get("PORT", "3000")), "0.0.0.0"
+    try:
+        code = _run_slack(command, args, settings, services, chat, shutdown.stop)
+    finally:
+        shutdown.stop.set()  # the development mode's clock stops with the app, whatever happened to it
+        if clock is not None:
+            clock.join()
+    if code == EXIT_UNFINISHED:
+        log.warning("stopped with work still in hand after %g s", STOP_GRACE_SECONDS)
+        logging.shutdown()
+        os._exit(code)  # a listener thread still running would block the interpreter's exit
+    if code == 0:
+        log.info("stopped cleanly")
+    return code
+
+
+def _run_slack(command: str, args, settings: Settings, services, chat, stop: threading.Event) -> int:
+    """Serve Slack (``command``: socket or serve) until ``stop``, then stop gracefully; the exit code."""
+    from studybot.slack.app import build_app, listener_pool
+
+    listeners = listener_pool()  # bolt's listener threads: the work after each ack, waited for on shutdown
     if command == "socket":
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
+        from slack_sdk.errors import SlackApiError
 
-        app = build_app(services, chat, signing_secret=None, oauth=getattr(chat, "oauth", None))
-        SocketModeHandler(app, settings.slack_app_token).start()
-        return 0
-    from studybot.slack.server import make_server
+        from studybot.slack.socket_mode import SocketModeService
 
-    server = make_server(build_app(services, chat, settings.slack_signing_secret, oauth=getattr(chat, "oauth", None)),
-                         host=args.host, port=args.port)
-    log.info("serving Slack requests on http://%s:%s/slack/events", args.host, server.effective_port)
-    server.run()
-    return 0
+        socket_mode = SocketModeService(build_app(services, chat, signing_secret=None, oauth=getattr(chat, "oauth", None),
+                                                  listener_executor=listeners),
+                                        settings.slack_app_token, listeners)
+        try:
+            socket_mode.start()
+        except SlackApiError as error:
+            print(f"studybot: Slack refused to open a Socket Mode connection ({error.response.get('error')}): "
+                  "check SLACK_APP_TOKEN (an app-level token with the connections:write scope)", file=sys.stderr)
+            return 2
+        stop.wait()
+        clean = socket_mode.stop(STOP_GRACE_SECONDS)
+    else:
+        from studybot.slack.server import make_server, serve_until
+
+        server = make_server(build_app(services, chat, settings.slack_signing_secret, oauth=getattr(chat, "oauth", None),
+                                       listener_executor=listeners),
+                             host=args.host, port=args.port)
+        log.info("serving Slack requests on http://%s:%s/slack/events", args.host, server.effective_port)
+        drained = serve_until(server, stop, STOP_GRACE_SECONDS)
+        clean = drained and finished_within(lambda: listeners.shutdown(wait=True), STOP_GRACE_SECONDS / 4)
+    return 0 if clean else EXIT_UNFINISHED
 
 
 def _database(settings: Settings) -> Database:

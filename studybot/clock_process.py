@@ -12,9 +12,11 @@ import contextlib
 import fcntl
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import text
@@ -109,6 +111,20 @@ def run_clock(services, tick_seconds: int, stop: threading.Event | None = None) 
         for job, seconds in ((tick, tick_seconds), (weekly_boards, tick_seconds), (feedback, FEEDBACK_SECONDS)):
             scheduler.add_job(job, IntervalTrigger(seconds=seconds), id=job.__name__, coalesce=True,
                               max_instances=1, next_run_time=deliveries.clock.now(), misfire_grace_time=None)
-        watcher = threading.Thread(target=lambda: (stop.wait(), scheduler.shutdown(wait=False)), daemon=True)
+        # On stop, shutdown(wait=True) lets the job in hand (a tick, a feedback pass) finish. The
+        # scheduler's loop may return before that wait is over, so the lock is held (this with
+        # block) until the watcher's shutdown has returned: a standby never starts mid-tick.
+        def stop_when_asked() -> None:
+            stop.wait()
+            while True:
+                try:
+                    scheduler.shutdown(wait=True)
+                    return
+                except SchedulerNotRunningError:  # stop came before start(): shut it down once it runs
+                    time.sleep(0.05)
+
+        watcher = threading.Thread(target=stop_when_asked, name="clock-stop", daemon=True)
         watcher.start()
         scheduler.start()
+        watcher.join()
+        log.info("clock stopped: the tick in hand finished; releasing the lock")

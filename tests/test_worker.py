@@ -343,6 +343,22 @@ def test_sigterm_mid_job_gives_the_job_back_at_once(workers, sqlite_db, notebook
     assert "given back to the queue" in logs()
 
 
+def test_sigterm_mid_job_within_the_grace_lets_the_job_finish_and_exits_0(workers, sqlite_db, notebooks):
+    # The grading child is running (it sleeps SLEEP_AT_LOAD while its cells load) when SIGTERM
+    # comes: with the default grace (25 s) the job is graded to the end, its result recorded, and
+    # no new job is claimed after it.
+    first, second = enqueue(sqlite_db, notebooks(sleep=SLEEP_AT_LOAD)) + enqueue(sqlite_db, notebooks(), user="U2")
+    worker = workers.start("finisher", sqlite_db.url, "--poll", "0.1")
+    logs = lambda: workers.log("finisher")  # noqa: E731
+    grading_child_of(worker.pid, logs)
+    os.kill(worker.pid, signal.SIGTERM)
+    assert workers.wait("finisher") == 0, logs()
+    submission, job = row(sqlite_db, first)
+    assert (submission.status, job.status, job.attempts) == ("passed", "done", 1), logs()
+    assert row(sqlite_db, second)[1].status == "queued"  # stopping: nothing more was claimed
+    assert "given back" not in logs() and "stopped after 1 job(s)" in logs()
+
+
 def test_the_grading_child_never_sees_the_bots_secrets_or_its_database(workers, sqlite_db, notebooks):
     # Workers.start gives the worker SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET and DATABASE_URL; one
     # more SLACK_ variable that no list names stands for any the bot may add later.

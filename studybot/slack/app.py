@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from slack_bolt import App, BoltResponse
 from slack_bolt.listener.builtins import TokenRevocationListeners
@@ -19,9 +20,10 @@ LISTENER_THREADS = 16  # bolt's default is 5; slash commands, events and home re
 
 
 def build_app(services: Services, chat: SlackChat | InstallationChat, signing_secret: str | None,
-              oauth: OAuthSettings | None = None) -> App:
+              oauth: OAuthSettings | None = None, listener_executor: ThreadPoolExecutor | None = None) -> App:
     """One workspace on chat's token; or, with ``oauth`` (and an InstallationChat), every workspace that
-    installed the app, each request authorized by its team's installation (bolt's authorize)."""
+    installed the app, each request authorized by its team's installation (bolt's authorize).
+    ``listener_executor``: the pool bolt runs listeners in, for a caller that waits for it on shutdown."""
     app = WorkspaceApp(  # each request acts for its team (slack/workspaces.py)
         client=chat.client,
         signing_secret=signing_secret,
@@ -30,7 +32,7 @@ def build_app(services: Services, chat: SlackChat | InstallationChat, signing_se
         token_verification_enabled=False,  # no auth.test on start-up: start fast, fail on first use
         oauth_settings=oauth,
         # The team in scope (a context variable) follows each request into its listener thread.
-        listener_executor=ContextCopyingExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="listener"),
+        listener_executor=listener_executor or listener_pool(),
     )
     app.use(_dedupe_events(services))
     commands.register(app, services)
@@ -55,6 +57,12 @@ def _revocations(oauth: OAuthSettings, chat: InstallationChat):
             chat.forget(team)
 
     return revoked
+
+
+def listener_pool() -> ThreadPoolExecutor:
+    """bolt's listener threads; each copies the submitting thread's context, so the team in scope
+    (a context variable) follows a request into its listener."""
+    return ContextCopyingExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="listener")
 
 
 def _dedupe_events(services: Services):

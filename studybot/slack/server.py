@@ -1,13 +1,23 @@
-"""HTTP mode: the bolt app as a WSGI application served by waitress (the Procfile's web process)."""
+"""HTTP mode: the bolt app as a WSGI application served by waitress (the Procfile's web process).
+
+Stopping (SIGTERM, studybot/shutdown.py): :func:`serve_until` closes the listening socket (new
+connections are refused, so a load balancer moves on), keeps the event loop running until every
+request in hand has been answered and its response flushed, then closes the idle keep-alive
+connections. Waitress's own ``run()`` cannot do this: on KeyboardInterrupt it stops the loop, and a
+response still being written by a worker thread is never sent."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
-from waitress import create_server
+from waitress import create_server, wasyncore
 from waitress.server import BaseWSGIServer
+
+log = logging.getLogger(__name__)
 
 SLACK_PATHS = ("/slack/events", "/slack/install", "/slack/oauth_redirect")  # slack/workspaces.py's OAuth paths
 SERVER_THREADS = 16  # concurrent HTTP requests; each acks quickly and hands work to bolt's listener pool
@@ -36,6 +46,36 @@ def make_server(app: App, host: str = "0.0.0.0", port: int = 3000, threads: int 
     ``loop_timeout`` (seconds) is how often the event loop wakes to notice it was closed."""
     return create_server(wsgi_app(app), host=host, port=port, threads=threads, ident="studybot",
                          asyncore_loop_timeout=loop_timeout)
+
+
+DRAIN_POLL_SECONDS = 0.05  # event-loop wake-ups while the requests in hand finish
+
+
+def requests_in_hand(server: BaseWSGIServer) -> int:
+    """Connections with a request being received, run, or its response not yet flushed."""
+    return sum(1 for channel in list(server.active_channels.values())
+               if channel.requests or channel.request is not None or channel.total_outbufs_len)
+
+
+def serve_until(server: BaseWSGIServer, stop: threading.Event, grace: float) -> bool:
+    """Serve until ``stop`` is set, then drain (see the module docstring) for at most ``grace``
+    seconds. True when every request in hand was answered."""
+    wake = threading.Thread(target=lambda: (stop.wait(), server.pull_trigger()), name="http-stop", daemon=True)
+    wake.start()  # the loop sleeps in select(): the trigger wakes it as soon as stop is set
+    while not stop.is_set():
+        wasyncore.loop(timeout=server.adj.asyncore_loop_timeout, map=server._map, count=1)
+    wasyncore.dispatcher.close(server)  # the listening socket only: the trigger must keep working
+    in_hand = requests_in_hand(server)
+    log.info("HTTP: no longer accepting connections; %d request(s) in hand", in_hand)
+    deadline = time.monotonic() + grace
+    while in_hand and time.monotonic() < deadline:
+        wasyncore.loop(timeout=DRAIN_POLL_SECONDS, map=server._map, count=1)
+        in_hand = requests_in_hand(server)
+    server.task_dispatcher.shutdown(cancel_pending=True, timeout=max(0.0, deadline - time.monotonic()))
+    wasyncore.close_all(server._map, ignore_all=True)
+    if in_hand:
+        log.warning("HTTP: %d request(s) still in hand after %g s: dropped", in_hand, grace)
+    return not in_hand
 
 
 class BackgroundServer:

@@ -17,6 +17,11 @@ Besides ``/api/<method>`` it serves:
   bearer header, otherwise it answers an HTML login page with status 200, the
   way Slack does. Recorded as method ``"download"``.
 
+``apps.connections.open`` answers the URL of a local Socket Mode server
+(:meth:`FakeSlack.serve_socket_mode`, tests/support/socket_mode.py) to an xapp- token.
+:meth:`FakeSlack.hold` keeps calls to one method waiting until released, for tests of work in
+flight (SIGTERM mid-request).
+
 Usage::
 
     with FakeSlack() as fake:
@@ -43,7 +48,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-__all__ = ["Call", "FakeSlack"]
+__all__ = ["Call", "FakeSlack", "Hold"]
 
 BOT_USER_ID = "UBOT"
 BOT_ID = "BBOT"
@@ -214,6 +219,34 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 _JSON = "application/json; charset=utf-8"
+HOLD_LIMIT_SECONDS = 30.0  # a held call goes through after this even if never released: no hung test run
+
+
+class Hold:
+    """Calls to one method, held until :meth:`release` (see :meth:`FakeSlack.hold`)."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self._arrivals = 0
+        self._arrived = threading.Condition()
+        self._released = threading.Event()
+
+    def _arrive(self) -> None:
+        with self._arrived:
+            self._arrivals += 1
+            self._arrived.notify_all()
+        self._released.wait(HOLD_LIMIT_SECONDS)
+
+    def wait_arrived(self, count: int = 1, timeout: float = 10.0) -> None:
+        """Until ``count`` calls are waiting here (or went through); AssertionError after ``timeout``."""
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: self._arrivals >= count, timeout):
+                raise AssertionError(f"FakeSlack: {self._arrivals} call(s) to {self.method!r} within {timeout}s, "
+                                     f"expected {count}")
+
+    def release(self) -> None:
+        """Let every held call, and every later one, through."""
+        self._released.set()
 
 
 class FakeSlack:
@@ -234,6 +267,8 @@ class FakeSlack:
         self.oauth_client: tuple[str, str] = ("1111.2222", "client-secret")  # the app's id and secret
         self._ts_seq = itertools.count(1)
         self._id_seq = itertools.count(1)
+        self._holds: dict[str, Hold] = {}
+        self._socket_mode_url: str | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -518,6 +553,31 @@ class FakeSlack:
                 queue.pop(0)
             return fault
 
+    # ------------------------------------------------------------------ work in flight
+    def hold(self, method: str) -> "Hold":
+        """Make calls to ``method`` wait until ``.release()`` (at most HOLD_LIMIT_SECONDS): a test can
+        then act while the bot is in the middle of that call (e.g. send SIGTERM)."""
+        with self._lock:
+            hold = self._holds[method] = Hold(method)
+        return hold
+
+    # ------------------------------------------------------------------ Socket Mode
+    def serve_socket_mode(self, websocket_url: str) -> None:
+        """Answer ``apps.connections.open`` with this WebSocket endpoint (tests/support/socket_mode.py),
+        with a fresh ``ticket`` each time, as Slack hands out a new URL for every connection."""
+        self._socket_mode_url = websocket_url
+
+    def _apps_connections_open(self, token: str | None) -> dict:
+        # Slack's answers: an app-level token (xapp-) only; a bot token gets not_allowed_token_type.
+        if token is None:
+            return {"ok": False, "error": "not_authed"}
+        if not token.startswith("xapp-"):
+            return {"ok": False, "error": "not_allowed_token_type"}
+        if self._socket_mode_url is None:
+            return {"ok": False, "error": "fake_slack_socket_mode_not_served"}
+        ticket = f"{next(self._id_seq):08x}-{time.monotonic_ns() & 0xFFFFFFFF:08x}"
+        return {"ok": True, "url": f"{self._socket_mode_url}?ticket={ticket}&app_id={APP_ID}"}
+
     # ------------------------------------------------------------------ dispatch
     def _record(self, call: Call) -> None:
         with self._lock:
@@ -570,10 +630,15 @@ class FakeSlack:
             self._record(call)
             return 200, {"Content-Type": "text/plain; charset=utf-8"}, b"OK - " + str(len(body)).encode()
 
+        hold = self._holds.get(method)
+        if hold is not None:
+            hold._arrive()
         if method == "response_url":
             call.response = {"ok": True}
         elif method == "oauth.v2.access":  # the app's client id and secret, not a token, authenticate it
             call.response = self._oauth_v2_access(args, auth)
+        elif method == "apps.connections.open":
+            call.response = self._apps_connections_open(token)
         elif token is None:
             call.response = {"ok": False, "error": "not_authed"}
         elif method == "auth.test":  # answers for the workspace of the token it was called with
