@@ -231,13 +231,12 @@ class JobQueue:
                                              "p_expires": now + self.lease}).rowcount == 1
 
     def report_progress(self, job_id: int, token: str, progress: dict) -> bool:
-        """Store `progress` (JSON; e.g. {"run": 2, "runs": 5}) for the bot to show. Fenced."""
+        """Store `progress` (JSON; e.g. {"run": 2, "runs": 5}) for the bot to show. Fenced.
+        Not bumping state_version: progress is shown only in the learner's DM, which the feedback
+        loop reads afresh, never in a cached answer; a bump per run would keep the cache cold."""
         payload = json.dumps(progress, allow_nan=False)
         with self._transaction() as conn:
-            ok = conn.execute(update(JOBS).where(*self._fence(job_id, token)).values(progress=payload)).rowcount == 1
-            if ok:
-                conn.execute(BUMP_STATE_VERSION)
-        return ok
+            return conn.execute(update(JOBS).where(*self._fence(job_id, token)).values(progress=payload)).rowcount == 1
 
     def finish(self, job_id: int, token: str, result: dict, plot_png: bytes | None = None) -> bool:
         """Record the grader's result, once: the job becomes done, and the submission gets the

@@ -31,3 +31,26 @@ def test_a_failed_write_does_not_invalidate(bot):
     bot.say(CREATE)  # duplicate name: refused, nothing written
     bot.say("/study lesson", as_user="nobody")
     assert bot.services.db.state_version() == version
+
+
+def test_progress_and_dm_states_leave_cached_answers_warm(bot):
+    """A busy grader writes progress every run and the feedback loop records each DM state: neither is in
+    any cached answer, so neither may empty the cache (it kept /study lesson's p99 at 3x the bare app's)."""
+    bot.say(CREATE)
+    bot.say("/study join fastai", as_user="ada")
+    bot.say("/study check digits", as_user="ada")
+    notebook = (b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"cell_type": "code", "id": "a", '
+                b'"metadata": {}, "execution_count": null, "outputs": [], "source": "#| export\\nx = 1"}]}')
+    bot.services.intake.accept("ada", notebook, filename="a.ipynb", exercise="digits", source="shell")
+    replies = bot.services.reply_cache
+    status = replies.answer("status", "ada")
+    version = bot.services.db.state_version()
+    claim = bot.services.queue.claim("w1", ("check",))
+    assert bot.services.queue.report_progress(claim.job_id, claim.token, {"run": 1, "runs": 1})
+    assert bot.services.feedback.tick()  # the DM moves to "running": its state is recorded
+    assert bot.services.db.state_version() == version + 1  # only the claim (status: running) was a write
+    status = replies.answer("status", "ada")
+    assert replies.answer("status", "ada") is status
+    assert bot.services.queue.report_progress(claim.job_id, claim.token, {"run": 1, "runs": 1, "runs_done": 1})
+    bot.services.feedback.tick()
+    assert replies.answer("status", "ada") is status

@@ -38,6 +38,9 @@ def make_engine(database_url: str) -> Engine:
 
 BUMP_STATE_VERSION = text("UPDATE state_version SET counter = counter + 1 WHERE id = 1")
 READ_STATE_VERSION = text("SELECT counter FROM state_version WHERE id = 1")
+# session.info key: this transaction only writes what no cached answer shows (which state a DM shows,
+# bookkeeping), so it leaves state_version alone and the reply cache stays warm. Set it only there.
+UNSEEN_BY_CACHED_ANSWERS = "unseen_by_cached_answers"
 
 
 def _track_writes(sessions: sessionmaker) -> None:
@@ -63,7 +66,8 @@ def _track_writes(sessions: sessionmaker) -> None:
     @event.listens_for(sessions, "before_commit")
     def _bump(session):
         session.flush()  # commit flushes after this hook; flush first so pending changes count
-        if session.info.pop("wrote", False):
+        unseen = session.info.pop(UNSEEN_BY_CACHED_ANSWERS, False)
+        if session.info.pop("wrote", False) and not unseen:
             session.connection().execute(BUMP_STATE_VERSION)
 
 

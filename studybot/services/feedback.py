@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import or_, select, true, update
 
 from studybot.time_source import Clock
-from studybot.db.engine import Database
+from studybot.db.engine import UNSEEN_BY_CACHED_ANSWERS, Database
 from studybot.db.models import Cohort, Delivery, GradingJob, Submission
 from studybot.errors import ChatError
 from studybot.messages import render
@@ -144,6 +144,8 @@ class Feedback:
                 # up, so it is never retried, and still do what the result needs (plot, record).
                 log.error("gave up showing submission %s as %s: %s", submission.id, state, error.message)
             with self.db.session() as s:
+                # which state a DM shows is in no cached answer (/study lesson, schedule, status)
+                s.info[UNSEEN_BY_CACHED_ANSWERS] = True
                 won = s.execute(update(Submission).where(
                     Submission.id == submission.id,
                     Submission.notified_state.is_(None) if submission.notified_state is None
