@@ -248,7 +248,7 @@ def main() -> None:
         feeder = JobFeeder(database_url, 1 / args.jobs_per_second, fake.api_url) if args.jobs_per_second > 0 else None
         try:
             background[0].wait_for_line(r"clock started", timeout=READY_SECONDS)
-            background[1].wait_for_line(r"lanes ranked", timeout=READY_SECONDS)
+            background[1].wait_for_line(r": lanes \S*ranked", timeout=READY_SECONDS)
             if feeder:
                 feeder.thread.start()
             for transport in ("http", "socket"):
