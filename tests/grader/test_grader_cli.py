@@ -124,3 +124,35 @@ def test_console_script_is_installed():
     assert result.returncode == 0
     for command in ("grade", "reference", "exercises", "datasets", "weights"):
         assert command in result.stdout
+
+
+def test_datasets_prepare_all_offline_prepares_each_and_skips_the_downloads(capsys, tmp_path):
+    code = cli.main(["datasets", "prepare", "--all", "--offline", "--data-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for ready in ("digits", "mnist1d", "titanic", "movielens_small"):
+        assert any(line.startswith(ready) and line.endswith("ready") for line in out.splitlines()), (ready, out)
+    for skipped in ("cifar10", "pets", "imdb_sample", "movielens", "fashion_mnist"):
+        assert any(line.startswith(skipped) and "skipped (needs a network" in line for line in out.splitlines())
+    assert (tmp_path / "titanic" / "titanic.csv").is_file() and (tmp_path / "mnist1d" / "mnist1d.npz").is_file()
+
+
+def test_datasets_prepare_all_reports_each_failure_and_goes_on(capsys, tmp_path, monkeypatch):
+    from grader.sources import pets
+
+    def no_network(data_dir):
+        raise OSError("no route to host")
+
+    monkeypatch.setattr(pets, "prepare", no_network)
+    from grader import datasets
+    monkeypatch.setattr(datasets, "DATASET_IDS", ("titanic", "pets", "movielens_small"))
+    code = cli.main(["datasets", "prepare", "--all", "--data-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == cli.EXIT_INFRA
+    assert "pets             FAILED: OSError: no route to host" in out
+    assert "movielens_small  ready" in out and "2 of 3 handled, 1 failed" in out
+
+
+def test_datasets_prepare_needs_one_id_or_all(capsys):
+    assert cli.main(["datasets", "prepare"]) == 2
+    assert "give one ID (a dataset or exercise id) or --all" in capsys.readouterr().err
