@@ -129,12 +129,15 @@ def test_reminders_go_only_to_members_who_have_not_submitted(bot):
     bot.say(CREATE)
     bot.say("/study join fastai", as_user="ada")
     bot.say("/study join fastai", as_user="bob")
-    with bot.services.db.session() as s:
-        s.add(Submission(user_id="bob", exercise_id="digits", status="graded", created_at=bot.clock.now()))
-    said = bot.say(":advance 4w", as_user="admin")
+    with bot.services.db.session() as s:  # bob did lessons 1-3's exercises; ada did none
+        for exercise in ("pets", "deploy", "digits"):
+            s.add(Submission(user_id="bob", exercise_id=exercise, status="graded", created_at=bot.clock.now()))
+    said = bot.say(":advance 22d", as_user="admin")
     reminders = [line for line in said.splitlines() if line.startswith("── DM to")]
-    assert reminders == ["── DM to @ada · Mon 25 Jan 2027 17:00 UTC ──"]  # 24 h before lesson 3's deadline
-    assert "exercise digits for lesson 3" in said
+    assert reminders == ["── DM to @ada · Mon 11 Jan 2027 17:00 UTC ──",  # 24 h before each lesson's deadline
+                         "── DM to @ada · Mon 18 Jan 2027 17:00 UTC ──",
+                         "── DM to @ada · Mon 25 Jan 2027 17:00 UTC ──"]
+    assert "exercise pets for lesson 1" in said and "exercise digits for lesson 3" in said
 
 
 def test_leave_stops_reminders_and_status_follows(bot):
