@@ -10,6 +10,8 @@ from studybot.config import Settings
 from studybot.db.engine import Database
 from studybot.ports import Chat
 from studybot.reply_cache import ReplyCache
+from studybot.services.accommodations import Accommodations
+from studybot.services.buddies import Buddies
 from studybot.services.cohorts import Cohorts
 from studybot.services.deliveries import Deliveries
 from studybot.queue import JobQueue
@@ -48,6 +50,8 @@ class Services:
     reply_cache: ReplyCache
     intake: Intake
     processed_events: ProcessedEvents
+    buddies: Buddies
+    accommodations: Accommodations
 
 
 def build_services(settings: Settings, db: Database, chat: Chat, clock: Clock) -> Services:
@@ -56,23 +60,28 @@ def build_services(settings: Settings, db: Database, chat: Chat, clock: Clock) -
     serve_single_team(None if settings.multi_workspace else Team(settings.default_team_id))
     cohorts = Cohorts(db, chat, clock, curricula_dir=settings.curricula_dir, reminder_lead=settings.reminder_lead)
     poster = ExactlyOncePoster(db, chat, clock)
-    deliveries = Deliveries(db, chat, clock, cohorts, poster, late_grace=settings.late_grace,
-                            curricula_dir=settings.curricula_dir)
+    buddies = Buddies(db, chat, clock, cohorts, poster, late_grace=settings.late_grace,
+                      curricula_dir=settings.curricula_dir)
     leaderboards = Leaderboards(db, cohorts, curricula_dir=settings.curricula_dir)
     queue = JobQueue(db, clock)
     verification = Verification(db, clock, queue)
     weekly_boards = WeeklyBoards(db, clock, cohorts, leaderboards, poster, late_grace=settings.late_grace,
                                  verification=verification)
     submissions = Submissions(db, clock, queue, daily_quota=settings.daily_quota, curricula_dir=settings.curricula_dir)
+    accommodations = Accommodations(db, chat, clock, cohorts, submissions, curricula_dir=settings.curricula_dir)
+    deliveries = Deliveries(db, chat, clock, cohorts, poster, late_grace=settings.late_grace,
+                            curricula_dir=settings.curricula_dir, accommodations=accommodations, buddies=buddies)
     moderation = Moderation(db, chat, clock, cohorts, leaderboards, submissions)
     exports = Exports(db, chat, clock, cohorts, leaderboards)
     feedback = Feedback(db, chat, clock, submissions, leaderboards, poster, verification)
     review = Review(db, chat, clock, cohorts, leaderboards, moderation, feedback)
     commands = CommandHandler(cohorts, submissions=submissions, leaderboards=leaderboards,
-                              weekly_boards=weekly_boards, moderation=moderation, exports=exports, review=review)
+                              weekly_boards=weekly_boards, moderation=moderation, exports=exports, review=review,
+                              buddies=buddies, accommodations=accommodations)
     return Services(db=db, chat=chat, clock=clock, cohorts=cohorts, poster=poster, deliveries=deliveries,
                     leaderboards=leaderboards, weekly_boards=weekly_boards, moderation=moderation, review=review,
                     verification=verification, exports=exports,
                     queue=queue, submissions=submissions, feedback=feedback,
                     commands=commands, reply_cache=ReplyCache(db, commands),
-                    intake=Intake(chat, submissions, feedback), processed_events=ProcessedEvents(db, clock))
+                    intake=Intake(chat, submissions, feedback), processed_events=ProcessedEvents(db, clock),
+                    buddies=buddies, accommodations=accommodations)

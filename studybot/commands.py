@@ -46,6 +46,11 @@ USAGE = {
     "disqualify": '/study disqualify SUBMISSION_ID --reason "..."',
     "review": "/study review [EXERCISE] [COHORT], or /study review SUBMISSION_ID",
     "approve": "/study approve SUBMISSION_ID",
+    "buddies": "/study buddies on|off [COHORT], or /study buddies snooze N [COHORT] (N weeks)",
+    "cohort buddies": "/study cohort buddies NAME on|off",
+    "extend": "/study extend @user LESSON --until YYYY-MM-DD [COHORT]",
+    "quota": "/study quota @user +N [EXERCISE] [COHORT]",
+    "pause": "/study pause N (weeks), /study unpause",
 }
 LEADERBOARD_VERBS = frozenset({"leaderboard", "export", "disqualify", "requalify", "regrade", "review", "approve"})
 
@@ -97,8 +102,10 @@ READ_ONLY_VERBS = frozenset({"lesson", "schedule", "status", "join", "leave"})
 
 class CommandHandler:
     def __init__(self, cohorts: Cohorts, submissions=None, leaderboards=None, weekly_boards=None, moderation=None,
-                 exports=None, review=None) -> None:
+                 exports=None, review=None, buddies=None, accommodations=None) -> None:
         self.review = review  # services.review.Review
+        self.buddies = buddies  # services.buddies.Buddies
+        self.accommodations = accommodations  # services.accommodations.Accommodations
         self.cohorts = cohorts
         self.leaderboards = leaderboards  # services.leaderboards.Leaderboards
         self.weekly_boards = weekly_boards  # services.weekly_boards.WeeklyBoards
@@ -146,8 +153,13 @@ class CommandHandler:
                                           "quota_left": self.submissions.quota_left(user_id, exercise, lane),
                                           "daily_quota": self.submissions.quota_of(lane)})
         if verb == "status":
-            return Reply("status", {"cohorts": self.cohorts.cohorts_of(user_id),
-                                    "submitted": self.cohorts.submitted_exercises(user_id)})
+            context = {"cohorts": self.cohorts.cohorts_of(user_id), "submitted": self.cohorts.submitted_exercises(user_id)}
+            if self.accommodations is not None:
+                context.update(extensions=self.accommodations.extensions_of(user_id),
+                               paused_until=self.accommodations.paused_until(user_id))
+            return Reply("status", context)
+        if verb in ("buddies", "extend", "quota", "pause", "unpause"):
+            return self._accommodate(verb, rest, user_id)
         if verb in LEADERBOARD_VERBS:
             return self._leaderboard(verb, rest, user_id)
         return Reply("help", {"unknown": tokens[0], "organizer": self.cohorts.is_any_organizer(user_id)})
@@ -185,6 +197,11 @@ class CommandHandler:
             cohort = self.cohorts.reschedule(user_id, args.positional[0], weekday=args.one("weekday"),
                                              at=args.one("time"), tz=args.one("tz"), start=args.one("start"))
             return Reply("cohort_changed", {"cohort": cohort, "action": "reschedule"})
+        if action == "buddies":
+            if len(rest) != 2 or rest[1].lower() not in ("on", "off"):
+                raise FieldError("name", f"Usage: `{USAGE['cohort buddies']}`.")
+            status = self.buddies.set_enabled(user_id, rest[0], rest[1].lower() == "on")
+            return Reply("buddies", {"status": status, "action": "cohort_" + rest[1].lower()})
         if action == "leaderboard":
             off = "--off" in rest
             args = parse([t for t in rest if t != "--off"], {"weekday", "time"})
@@ -249,3 +266,48 @@ class CommandHandler:
             info = self.moderation.requalify(user_id, args.positional[0])
             return Reply("disqualified", {"info": info, "action": "requalified", "to_learner": False})
         return Reply("regrade_queued", {"info": self.moderation.regrade(user_id, args.positional[0])})
+
+    def _accommodate(self, verb: str, tokens: list[str], user_id: str) -> Reply:
+        """Study buddies (services/buddies.py) and accommodations (services/accommodations.py)."""
+        if verb == "buddies":
+            choice = tokens[0].lower() if tokens else None
+            if choice in ("on", "off") and len(tokens) <= 2:
+                status = self.buddies.opt(user_id, choice == "on", tokens[1] if len(tokens) > 1 else None)
+                return Reply("buddies", {"status": status, "action": choice})
+            if choice == "snooze" and 2 <= len(tokens) <= 3:
+                status = self.buddies.snooze(user_id, tokens[1], tokens[2] if len(tokens) > 2 else None)
+                return Reply("buddies", {"status": status, "action": "snooze"})
+            raise FieldError("buddies", f"Usage: `{USAGE['buddies']}`.")
+        if verb == "pause":
+            if len(tokens) != 1:
+                raise FieldError("weeks", f"Say for how many weeks: `{USAGE['pause']}`.")
+            return Reply("accommodation", {"action": "pause", "until": self.accommodations.pause(user_id, tokens[0])})
+        if verb == "unpause":
+            self.accommodations.unpause(user_id)
+            return Reply("accommodation", {"action": "unpause"})
+        if verb == "extend":
+            args = parse(tokens, {"until"})
+            if len(args.positional) not in (2, 3):
+                raise FieldError("lesson", f"Name the learner and the lesson: `{USAGE['extend']}`.")
+            extension = self.accommodations.extend(
+                user_id, user_id_from(args.positional[0]), args.positional[1], args.one("until"),
+                args.positional[2] if len(args.positional) > 2 else None)
+            return Reply("accommodation", {"action": "extend", "extension": extension})
+        args = parse(tokens, set())  # quota
+        words = args.positional
+        if len(words) not in (2, 3, 4):
+            raise FieldError("amount", f"Name the learner and the raise: `{USAGE['quota']}`.")
+        exercise, cohort = None, None
+        if len(words) == 4:
+            exercise, cohort = words[2], words[3]
+        elif len(words) == 3:  # one word more: an exercise if it is one, else the cohort
+            known = words[2].lower() in self._exercise_ids()
+            exercise, cohort = (words[2], None) if known else (None, words[2])
+        grant = self.accommodations.raise_quota(user_id, user_id_from(words[0]), words[1], exercise, cohort)
+        return Reply("accommodation", {"action": "quota", "grant": grant,
+                                       "daily_quota": self.submissions.quota_of("ranked")})
+
+    def _exercise_ids(self) -> set[str]:
+        from studybot.services.submissions import known_exercises
+
+        return set(known_exercises(self.submissions.curricula_dir))

@@ -38,6 +38,14 @@ class Chat(Protocol):
     def open_dm(self, user_id: str) -> str:
         """The id of the direct-message channel with one user (to post there and edit later)."""
 
+    def open_group_dm(self, user_ids: list[str]) -> str:
+        """The id of the group direct message between the bot and these users (a study-buddy group;
+        Slack: one multi-person DM for the same set of people, however often it is opened)."""
+
+    def tz_offset(self, user_id: str) -> int | None:
+        """The user's offset from UTC in seconds, where the workspace gives one (Slack: users.info
+        tz_offset); None when unknown. Study buddies are paired with close offsets."""
+
     def update(self, channel_id: str, message_id: str, message: Message) -> None:
         """Replace a message the bot posted (progress that moves along: queued, running, result)."""
 

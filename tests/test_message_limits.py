@@ -16,6 +16,8 @@ from slack_sdk.models.views import View
 from studybot.curricula import Link
 from studybot.errors import FieldError
 from studybot.messages import limits, render, render_view
+from studybot.services.accommodations import Extension
+from studybot.services.buddies import BuddyStatus
 from tests.test_messages import LEADERBOARD_TEMPLATES, REVIEW_TEMPLATES, TEMPLATES
 
 CREATE = "/study cohort create fastai --channel #fastai --start 2027-01-05 --time 18:00 --tz Europe/Berlin"
@@ -98,6 +100,10 @@ def test_every_template_stays_within_slacks_limits_when_its_inputs_are_huge(huge
         "delivery_unverifiable": dict(cohort=cohort, lesson=lesson, delivery=delivery, error=LONG * 60),
         "submission_rejected": dict(error=error, field="tz"),
         "submit_ready": dict(exercise="digits", quota_left=5, daily_quota=5),
+        "buddies": dict(status=BuddyStatus(cohort, True, None, True, 1000), action="cohort_on"),
+        "buddy_intro": dict(cohort=cohort, slot=slot, lesson=lesson, members=[LONG] * 3, alone=False),
+        "accommodation": dict(action="extend", extension=Extension(
+            cohort, LONG, slot, slot.local.date(), slot.deadline_local)),
     }
     views = {
         "home": dict(cohorts=many, organized=many, submitted={"digits"}, is_organizer=True, recent=[], best=[]),

@@ -26,7 +26,8 @@ def test_the_template_catalogue_is_known():
                      "lesson_post", "schedule", "status", "reminder", "delivery_skipped", "delivery_failed",
                      "cohort_modal", "cohort_modal_opening", "home", "dm_help", "channel_welcome",
                      "submission", "submission_rejected", "submit_ready", "grading_dead", "worker_lost",
-                     "delivery_unverifiable"} | LEADERBOARD_TEMPLATES | REVIEW_TEMPLATES
+                     "delivery_unverifiable", "buddies", "buddy_intro",
+                     "accommodation"} | LEADERBOARD_TEMPLATES | REVIEW_TEMPLATES
 
 
 def check_blocks(blocks, limit=50):

@@ -161,6 +161,97 @@ class ReminderRecipient(Base):
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+# ---- study buddies and accommodations (services/buddies.py, services/accommodations.py) ----------------
+# Rows that hang off a cohort are scoped through it, like memberships; a learner's reminder pause spans
+# their cohorts in one workspace, so it carries the team itself.
+
+
+class BuddySetting(Base):
+    """An organizer's switch for a cohort's study buddies; no row means on."""
+
+    __tablename__ = "buddy_settings"
+
+    cohort_id: Mapped[int] = mapped_column(ForeignKey("cohorts.id", ondelete="CASCADE"), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    changed_by: Mapped[str] = mapped_column(String(40))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class BuddyPreference(Base):
+    """A member's choice to be paired each week (opted_in), and a snooze until a time."""
+
+    __tablename__ = "buddy_preferences"
+    __table_args__ = (UniqueConstraint("cohort_id", "user_id", name="uq_buddy_preferences_cohort_user"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cohort_id: Mapped[int] = mapped_column(ForeignKey("cohorts.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(40))
+    opted_in: Mapped[bool] = mapped_column(Boolean, default=False)
+    snoozed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class BuddyGroup(Base):
+    """One group of a week's pairing (two members, or three when the count was odd; one when alone).
+
+    Its group DM is the deliveries row ``delivery_id`` (kind 'buddy_group'), posted exactly once by
+    services/posting.py; the week's pairing itself is the row of kind 'buddies' for the lesson."""
+
+    __tablename__ = "buddy_groups"
+    __table_args__ = (Index("ix_buddy_groups_cohort_lesson", "cohort_id", "lesson_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cohort_id: Mapped[int] = mapped_column(ForeignKey("cohorts.id", ondelete="CASCADE"))
+    lesson_key: Mapped[str] = mapped_column(String(16))
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"), unique=True)
+    user_ids: Mapped[str] = mapped_column(Text)  # sorted, comma-separated
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DeadlineExtension(Base):
+    """An organizer moved one learner's deadline for one lesson to the end of ``until`` (cohort-local)."""
+
+    __tablename__ = "deadline_extensions"
+    __table_args__ = (UniqueConstraint("cohort_id", "user_id", "lesson_key", name="uq_deadline_extensions_cohort_user_lesson"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cohort_id: Mapped[int] = mapped_column(ForeignKey("cohorts.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(40))
+    lesson_key: Mapped[str] = mapped_column(String(16))
+    until: Mapped[date] = mapped_column(Date)
+    deadline_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the end of ``until`` in the cohort's timezone
+    granted_by: Mapped[str] = mapped_column(String(40))
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # claimed before the DM
+
+
+class QuotaGrant(Base):
+    """Extra ranked submissions for one learner on one UTC day (one exercise, or all when None)."""
+
+    __tablename__ = "quota_grants"
+    __table_args__ = (Index("ix_quota_grants_user_day", "user_id", "day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cohort_id: Mapped[int] = mapped_column(ForeignKey("cohorts.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(40))
+    exercise_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    day: Mapped[date] = mapped_column(Date)
+    extra: Mapped[int] = mapped_column(Integer)
+    granted_by: Mapped[str] = mapped_column(String(40))
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ReminderPause(TeamScoped, Base):
+    """A learner's vacation: no reminder DMs from any of their cohorts in this workspace until ``until``."""
+
+    __tablename__ = "reminder_pauses"
+
+    team_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    until: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Notebook(Base):
     """An uploaded notebook, stored once by content hash and never changed: workers on other
     machines read it from here, and a leaderboard entry can always show the exact code."""

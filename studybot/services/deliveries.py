@@ -12,7 +12,10 @@ claim -> look up -> post -> mark machine that makes each post go out once is ser
   organizers are told, once, that `/invite @studybot` lets it go out;
 - a row that failed waits its backoff (services/posting.py ``next_attempt_at``) and rows are tried in
   the order they became due again, so failing rows cannot starve the others;
-- a reminder claims each recipient before its DM, so a retried reminder never DMs anyone twice.
+- a reminder claims each recipient before its DM, so a retried reminder never DMs anyone twice;
+- a reminder skips learners who paused reminders and those whose deadline for the lesson an organizer
+  extended: they get their own, before the new deadline, claimed once (services/accommodations.py);
+- after the lessons, the week's study buddies are paired and their group DMs go out (services/buddies.py).
 Other kinds of rows in the same table (weekly boards, records) are never picked up here.
 """
 
@@ -23,12 +26,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from studybot.time_source import Clock
 from studybot.curricula import get_curriculum
 from studybot.db.engine import Database
-from studybot.db.models import Cohort, Delivery, Membership, ReminderRecipient, Submission
+from studybot.db.models import Cohort, DeadlineExtension, Delivery, Membership, ReminderRecipient, Submission
 from studybot.errors import ChatError
 from studybot.messages import render
 from studybot.ports import Chat
@@ -47,14 +50,18 @@ class TickReport:
     reminded: list[str] = field(default_factory=list)  # "cohort:lesson:user"
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    paired: list[str] = field(default_factory=list)  # "cohort:lesson:user,user": buddy group DMs sent
 
 
 class Deliveries:
     def __init__(self, db: Database, chat: Chat, clock: Clock, cohorts: Cohorts, poster: ExactlyOncePoster,
-                 late_grace: timedelta = timedelta(hours=12), curricula_dir: Path | None = None) -> None:
+                 late_grace: timedelta = timedelta(hours=12), curricula_dir: Path | None = None,
+                 accommodations=None, buddies=None) -> None:
         self.db, self.chat, self.clock, self.cohorts, self.poster = db, chat, clock, cohorts, poster
         self.late_grace = late_grace
         self.curricula_dir = curricula_dir
+        self.accommodations = accommodations  # services.accommodations.Accommodations: pauses, extensions
+        self.buddies = buddies  # services.buddies.Buddies: paired right after the lesson posts
 
     def next_due(self) -> datetime | None:
         return min(filter(None, for_each_team(self.db, self._next_due, "next due delivery")), default=None)
@@ -63,7 +70,12 @@ class Deliveries:
         with self.db.session() as s:
             rows = s.execute(select(Delivery.due_at, Delivery.claimed_at, Delivery.attempts).join(Cohort).where(
                 Delivery.status == "pending", Delivery.kind.in_(KINDS), Cohort.status == "active")).all()
-        return min((next_attempt_at(*row) for row in rows), default=None)
+        times = [next_attempt_at(*row) for row in rows]
+        if self.buddies is not None:
+            times.append(self.buddies.next_due())
+        if self.accommodations is not None:
+            times.append(self.accommodations.next_extension_reminder(self.cohorts.reminder_lead))
+        return min(filter(None, times), default=None)
 
     def _due(self, now: datetime) -> list[tuple[int, str]]:
         """Pending rows whose time (due, or due again after a failure's backoff) has come, earliest first."""
@@ -80,7 +92,7 @@ class Deliveries:
         """Deliver what is due, for every workspace (services/workspaces.py)."""
         report = TickReport()
         for part in for_each_team(self.db, self._tick, "lesson delivery"):
-            for name in ("posted", "reminded", "skipped", "failed"):
+            for name in ("posted", "reminded", "skipped", "failed", "paired"):
                 getattr(report, name).extend(getattr(part, name))
         return report
 
@@ -96,6 +108,13 @@ class Deliveries:
                     self._deliver_reminder(delivery_id, now, report)
             except Exception:  # one bad row must not stop the others; the row stays retryable
                 log.exception("delivery %s failed", delivery_id)
+        if self.accommodations is not None:
+            self._remind_extended(now, report)
+        if self.buddies is not None:
+            try:
+                report.paired.extend(self.buddies.tick(now))
+            except Exception:  # the lessons went out; the pairing is retried next tick
+                log.exception("study buddies failed")
         return report
 
     # ---- lessons ---------------------------------------------------------------------------
@@ -152,8 +171,12 @@ class Deliveries:
                 Membership.cohort_id == cohort.id, Membership.left_at.is_(None)).order_by(Membership.user_id)))
             view = self.cohorts.view(cohort.created_by, cohort.name)
             slot = next(slot for slot in view.lessons if slot.key == lesson.key)
+            excused = set()
+            if self.accommodations is not None:  # on vacation, or given until later (their own reminder)
+                excused = (self.accommodations.paused_users(s, now)
+                           | self.accommodations.extended_users(s, cohort.id, lesson.key))
             for user_id in members:
-                if user_id in submitted:
+                if user_id in submitted or user_id in excused:
                     continue
                 # Claim the recipient first: a retried reminder may miss someone, never DM them twice.
                 if s.scalar(select(ReminderRecipient.id).where(
@@ -162,13 +185,50 @@ class Deliveries:
                 s.add(ReminderRecipient(delivery_id=delivery_id, user_id=user_id, sent_at=self.clock.now()))
                 s.commit()
                 try:
-                    self.chat.dm(user_id, render("reminder", cohort=view, lesson=lesson, slot=slot, user_id=user_id))
+                    self.chat.dm(user_id, render("reminder", cohort=view, lesson=lesson, slot=slot, user_id=user_id,
+                                                 deadline=slot.deadline_local, extended=False))
                     report.reminded.append(f"{cohort.name}:{lesson.key}:{user_id}")
                 except ChatError as error:  # that member is not reminded; the claim keeps it from repeating
                     log.warning("reminder DM to %s for %s lesson %s failed: %s", user_id, cohort.name, lesson.key,
                                 error.message)
             s.commit()
         self.poster.mark_sent(delivery_id)
+
+    def _remind_extended(self, now: datetime, report: TickReport) -> None:
+        """The reminder of a learner whose deadline was extended: the lead before their own deadline, once."""
+        lead = self.cohorts.reminder_lead
+        with self.db.session() as s:
+            for extension in self.accommodations.extension_reminders_due(s, now, lead):
+                # Claimed first, like the lesson's reminder: a retry may miss this one, never DM it twice.
+                claimed = s.execute(update(DeadlineExtension).where(
+                    DeadlineExtension.id == extension.id, DeadlineExtension.reminded_at.is_(None)
+                ).values(reminded_at=now)).rowcount
+                s.commit()
+                if not claimed or extension.deadline_at <= now:
+                    continue
+                cohort = s.get(Cohort, extension.cohort_id)
+                user_id = extension.user_id
+                curriculum = get_curriculum(cohort.curriculum_id, self.curricula_dir)
+                lesson = curriculum.lesson(extension.lesson_key)
+                member = s.scalar(select(Membership.id).where(
+                    Membership.cohort_id == cohort.id, Membership.user_id == user_id, Membership.left_at.is_(None)))
+                submitted = s.scalar(select(Submission.id).where(
+                    Submission.user_id == user_id, Submission.exercise_id == lesson.exercise).limit(1))
+                if not lesson.exercise or member is None or submitted is not None \
+                        or self.accommodations.is_paused(user_id, now):
+                    continue
+                view = self.cohorts.view(user_id, cohort.name)
+                slot = next(slot for slot in view.lessons if slot.key == lesson.key)
+                if slot.status != "sent":
+                    continue
+                try:
+                    self.chat.dm(user_id, render("reminder", cohort=view, lesson=lesson, slot=slot, user_id=user_id,
+                                                 deadline=extension.deadline_at.astimezone(slot.local.tzinfo),
+                                                 extended=True))
+                    report.reminded.append(f"{cohort.name}:{lesson.key}:{user_id}")
+                except ChatError as error:
+                    log.warning("extended reminder DM to %s for %s lesson %s failed: %s", user_id, cohort.name,
+                                lesson.key, error.message)
 
     # ---- telling organizers ----------------------------------------------------------------
 

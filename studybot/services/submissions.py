@@ -21,6 +21,7 @@ from studybot.db.engine import Database
 from studybot.db.models import Cohort, Delivery, GradingJob, Membership, Notebook, Submission, SubmitIntent
 from studybot.errors import Conflict, FieldError, InputError, NotFound
 from studybot.queue import JobQueue
+from studybot.services.accommodations import extra_quota
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,9 @@ class Submissions:
                 Submission.user_id == user_id, Submission.exercise_id == exercise_id, Submission.lane == lane,
                 Submission.source.not_in(("regrade", "verify")), Submission.created_at >= self._day_start(),
                 Submission.status.not_in(self.REFUNDED_STATUSES)))
-        return max(0, self.quota_of(lane) - (used or 0))
+            # An organizer's raise for today (`/study quota @user +N`) counts for ranked submissions.
+            extra = extra_quota(s, user_id, exercise_id, self._day_start().date()) if lane == "ranked" else 0
+        return max(0, self.quota_of(lane) + extra - (used or 0))
 
     def quota_of(self, lane: str) -> int:
         """A day's submissions per exercise in a lane: checks are quick and unranked, so they get more."""

@@ -32,6 +32,13 @@ def to_plain(text: str) -> str:
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
+def _where(channel_id: str) -> str:
+    """How a post's place is shown: a channel, a DM ("@ada") or a group DM ("@ada, @bob")."""
+    if not channel_id.startswith("@"):
+        return f"#{channel_id}"
+    return f"group DM to {channel_id}" if "," in channel_id else f"DM to {channel_id}"
+
+
 @dataclass(frozen=True)
 class Posted:
     id: str
@@ -55,7 +62,7 @@ class ShellChat:
 
     def post(self, channel_id: str, message: Message, *, tag: str | None = None) -> str:
         stamp = self.clock.now().strftime("%a %d %b %Y %H:%M UTC")
-        where = f"DM to {channel_id}" if channel_id.startswith("@") else f"#{channel_id}"
+        where = _where(channel_id)
         self.out.write(f"\n── {where} · {stamp} ──\n{to_plain(message.text)}\n")
         return self._record(channel_id, message, tag)
 
@@ -65,9 +72,15 @@ class ShellChat:
     def open_dm(self, user_id: str) -> str:
         return f"@{user_id}"
 
+    def open_group_dm(self, user_ids: list[str]) -> str:
+        return ", ".join(f"@{user_id}" for user_id in sorted(user_ids))
+
+    def tz_offset(self, user_id: str) -> int | None:
+        return None  # the terminal's people have no timezone of their own
+
     def update(self, channel_id: str, message_id: str, message: Message) -> None:
         stamp = self.clock.now().strftime("%a %d %b %Y %H:%M UTC")
-        where = f"DM to {channel_id}" if channel_id.startswith("@") else f"#{channel_id}"
+        where = _where(channel_id)
         self.out.write(f"\n── {where} · {stamp} (updated) ──\n{to_plain(message.text)}\n")
 
     def find_post(self, channel_id: str, *, since: datetime, tag: str) -> str | None:

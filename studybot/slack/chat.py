@@ -25,7 +25,7 @@ from studybot.ports import Channel, Message
 log = logging.getLogger(__name__)
 
 ADMIN_CACHE_SECONDS = 600  # how long a users.info answer (admin/owner flags) is trusted
-NAME_CACHE_SECONDS = 3600  # how long a display name from users.info is reused (names change rarely)
+NAME_CACHE_SECONDS = 3600  # how long a display name (or timezone) from users.info is reused (they change rarely)
 HISTORY_PAGES = 5  # conversations.history pages searched when reconciling a post (200 messages each)
 # A post's idempotency tag travels as Slack message metadata of this type: {"tag": "..."} as its payload.
 # Posts made before tags existed named their deliveries row as {"delivery_id": "17"}, under this type or
@@ -149,6 +149,7 @@ class SlackChat:
         self.pacer = pacer or ChannelPacer(post_interval)  # shared by the workspaces of one process
         self._admins: dict[str, tuple[float, bool]] = {}
         self._names: dict[str, tuple[float, str]] = {}
+        self._offsets: dict[str, tuple[float, int | None]] = {}  # users.info tz_offset, cached like names
 
     def _call(self, method: str, **kwargs: Any) -> Any:
         try:
@@ -179,6 +180,24 @@ class SlackChat:
 
     def open_dm(self, user_id: str) -> str:
         return self._call("conversations_open", users=user_id)["channel"]["id"]
+
+    def open_group_dm(self, user_ids: list[str]) -> str:
+        # conversations.open with 2-8 users (besides the bot) opens, or reopens, their multi-person DM.
+        return self._call("conversations_open", users=",".join(sorted(user_ids)))["channel"]["id"]
+
+    def tz_offset(self, user_id: str) -> int | None:
+        cached = self._offsets.get(user_id)
+        if cached and time.monotonic() - cached[0] < NAME_CACHE_SECONDS:
+            return cached[1]
+        try:
+            user = self._call("users_info", user=user_id)["user"]
+        except ChatError as error:
+            log.warning("users.info failed for %s: %s; timezone unknown", user_id, error.message)
+            return None
+        offset = user.get("tz_offset")
+        offset = int(offset) if isinstance(offset, (int, float)) else None
+        self._offsets[user_id] = (time.monotonic(), offset)
+        return offset
 
     def find_post(self, channel_id: str, *, since: datetime, tag: str) -> str | None:
         """HistoryUnreadable when the bot cannot read the channel and cannot join it either.

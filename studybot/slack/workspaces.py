@@ -172,6 +172,12 @@ class InstallationChat:
     def open_dm(self, user_id: str) -> str:
         return self._chat().open_dm(user_id)
 
+    def open_group_dm(self, user_ids: list[str]) -> str:
+        return self._chat().open_group_dm(user_ids)
+
+    def tz_offset(self, user_id: str) -> int | None:
+        return self._chat().tz_offset(user_id)
+
     def update(self, channel_id: str, message_id: str, message: Message) -> None:
         self._chat().update(channel_id, message_id, message)
 

@@ -43,10 +43,12 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from zoneinfo import ZoneInfo
 
 __all__ = ["Call", "FakeSlack", "Hold"]
 
@@ -355,7 +357,10 @@ class FakeSlack:
         is_owner: bool = False,
         tz: str = "UTC",
         real_name: str | None = None,
+        tz_offset: int | None = None,
     ) -> dict:
+        if tz_offset is None:  # Slack answers the zone's offset now, in seconds east of UTC
+            tz_offset = int(datetime.now(ZoneInfo(tz)).utcoffset().total_seconds())
         user = {
             "id": user_id,
             "team_id": TEAM_ID,
@@ -364,7 +369,7 @@ class FakeSlack:
             "deleted": False,
             "tz": tz,
             "tz_label": tz,
-            "tz_offset": 0,
+            "tz_offset": tz_offset,
             "is_admin": is_admin,
             "is_owner": is_owner,
             "is_primary_owner": False,
@@ -832,6 +837,11 @@ class FakeSlack:
             ids = [u.strip() for u in users.split(",") if u.strip()]
             if not ids:
                 return {"ok": False, "error": "users_list_not_supplied"}
+            if len(ids) > 8:  # a multi-person DM holds at most 8 people besides the bot
+                return {"ok": False, "error": "too_many_users"}
+            with self._lock:
+                if len(ids) > 1 and any(u not in self._users for u in ids):
+                    return {"ok": False, "error": "user_not_found"}
             channel_id = "D" + ids[0] if len(ids) == 1 else "G" + "".join(sorted(ids))
         channel: dict[str, Any] = {"id": channel_id}
         if _truthy(args.get("return_im", False)):
