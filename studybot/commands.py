@@ -40,6 +40,8 @@ USAGE = {
     "cohort reschedule": "/study cohort reschedule NAME [--weekday mon..sun] [--time HH:MM] [--tz Area/City] "
                          "[--start YYYY-MM-DD]",
     "cohort leaderboard": "/study cohort leaderboard NAME --weekday mon..sun [--time HH:MM] | --off",
+    "cohort digest": "/study cohort digest NAME --weekday mon..sun [--time HH:MM] [--channel #private] | --off",
+    "cohort report": "/study cohort report NAME",
     "leaderboard": "/study leaderboard EXERCISE [COHORT] [--public], "
                    "or /study leaderboard optout|anonymous|named [COHORT]",
     "export": "/study export EXERCISE [COHORT]",
@@ -97,7 +99,9 @@ READ_ONLY_VERBS = frozenset({"lesson", "schedule", "status", "join", "leave"})
 
 class CommandHandler:
     def __init__(self, cohorts: Cohorts, submissions=None, leaderboards=None, weekly_boards=None, moderation=None,
-                 exports=None, review=None) -> None:
+                 exports=None, review=None, digests=None, progress=None) -> None:
+        self.digests = digests  # services.digests.Digests
+        self.progress = progress  # services.progress.Progress
         self.review = review  # services.review.Review
         self.cohorts = cohorts
         self.leaderboards = leaderboards  # services.leaderboards.Leaderboards
@@ -147,7 +151,9 @@ class CommandHandler:
                                           "daily_quota": self.submissions.quota_of(lane)})
         if verb == "status":
             return Reply("status", {"cohorts": self.cohorts.cohorts_of(user_id),
-                                    "submitted": self.cohorts.submitted_exercises(user_id)})
+                                    "submitted": self.cohorts.submitted_exercises(user_id),
+                                    "progress": self.progress.of(user_id) if self.progress else {},
+                                    "best": self.submissions.best(user_id) if self.submissions else []})
         if verb in LEADERBOARD_VERBS:
             return self._leaderboard(verb, rest, user_id)
         return Reply("help", {"unknown": tokens[0], "organizer": self.cohorts.is_any_organizer(user_id)})
@@ -192,6 +198,19 @@ class CommandHandler:
                 raise FieldError("name", f"Give exactly one cohort name. Usage: `{USAGE['cohort leaderboard']}`")
             return Reply("leaderboard_schedule", {"cohort": self.weekly_boards.set_schedule(
                 user_id, args.positional[0], weekday=args.one("weekday"), at=args.one("time"), off=off)})
+        if action == "digest":
+            off = "--off" in rest
+            args = parse([t for t in rest if t != "--off"], {"weekday", "time", "channel"})
+            if len(args.positional) != 1:
+                raise FieldError("name", f"Give exactly one cohort name. Usage: `{USAGE['cohort digest']}`")
+            return Reply("digest_schedule", {"cohort": self.digests.set_schedule(
+                user_id, args.positional[0], weekday=args.one("weekday"), at=args.one("time"),
+                channel=args.one("channel"), off=off)})
+        if action == "report":
+            args = parse(rest, set())
+            if len(args.positional) != 1:
+                raise FieldError("name", f"Give exactly one cohort name. Usage: `{USAGE['cohort report']}`")
+            return Reply("digest", self.digests.report(user_id, args.positional[0]))
         return Reply("help", {"unknown": f"cohort {action}", "organizer": self.cohorts.is_any_organizer(user_id)})
 
     @staticmethod
