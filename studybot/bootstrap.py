@@ -14,6 +14,8 @@ from studybot.services.accommodations import Accommodations
 from studybot.services.buddies import Buddies
 from studybot.services.cohorts import Cohorts
 from studybot.services.deliveries import Deliveries
+from studybot.services.digests import Digests
+from studybot.services.lesson_threads import LessonThreads
 from studybot.queue import JobQueue
 from studybot.services.exports import Exports
 from studybot.services.feedback import Feedback
@@ -22,6 +24,7 @@ from studybot.services.leaderboards import Leaderboards
 from studybot.services.moderation import Moderation
 from studybot.services.posting import ExactlyOncePoster
 from studybot.services.processed_events import ProcessedEvents
+from studybot.services.progress import Progress
 from studybot.services.review import Review
 from studybot.services.submissions import Submissions
 from studybot.services.verification import Verification
@@ -52,6 +55,9 @@ class Services:
     processed_events: ProcessedEvents
     buddies: Buddies
     accommodations: Accommodations
+    lesson_threads: LessonThreads  # the question thread of each lesson post, and its replies
+    digests: Digests  # the organizers' weekly digest, and `/study cohort report`
+    progress: Progress  # learners' streaks and standing
 
 
 def build_services(settings: Settings, db: Database, chat: Chat, clock: Clock) -> Services:
@@ -75,13 +81,18 @@ def build_services(settings: Settings, db: Database, chat: Chat, clock: Clock) -
     exports = Exports(db, chat, clock, cohorts, leaderboards)
     feedback = Feedback(db, chat, clock, submissions, leaderboards, poster, verification)
     review = Review(db, chat, clock, cohorts, leaderboards, moderation, feedback)
+    lesson_threads = LessonThreads(db, clock, cohorts, poster, curricula_dir=settings.curricula_dir)
+    digests = Digests(db, chat, clock, cohorts, lesson_threads, poster, late_grace=settings.late_grace)
+    progress = Progress(db, clock, cohorts)
     commands = CommandHandler(cohorts, submissions=submissions, leaderboards=leaderboards,
                               weekly_boards=weekly_boards, moderation=moderation, exports=exports, review=review,
-                              buddies=buddies, accommodations=accommodations)
+                              buddies=buddies, accommodations=accommodations,
+                              digests=digests, progress=progress)
     return Services(db=db, chat=chat, clock=clock, cohorts=cohorts, poster=poster, deliveries=deliveries,
                     leaderboards=leaderboards, weekly_boards=weekly_boards, moderation=moderation, review=review,
                     verification=verification, exports=exports,
                     queue=queue, submissions=submissions, feedback=feedback,
                     commands=commands, reply_cache=ReplyCache(db, commands),
                     intake=Intake(chat, submissions, feedback), processed_events=ProcessedEvents(db, clock),
-                    buddies=buddies, accommodations=accommodations)
+                    buddies=buddies, accommodations=accommodations,
+                    lesson_threads=lesson_threads, digests=digests, progress=progress)

@@ -107,8 +107,17 @@ def run_clock(services, tick_seconds: int, stop: threading.Event | None = None) 
         def feedback() -> None:
             services.feedback.tick()
 
+        def lesson_threads() -> None:  # a lesson post's question thread opens right after it
+            services.lesson_threads.tick()
+
+        def digests() -> None:
+            posted = services.digests.tick()
+            if posted:
+                log.info("organizer digests posted: %s", posted)
+
         # coalesce + max_instances=1: a slow tick is never run twice at once or replayed in a burst.
-        for job, seconds in ((tick, tick_seconds), (weekly_boards, tick_seconds), (feedback, FEEDBACK_SECONDS)):
+        for job, seconds in ((tick, tick_seconds), (weekly_boards, tick_seconds), (feedback, FEEDBACK_SECONDS),
+                             (lesson_threads, tick_seconds), (digests, tick_seconds)):
             scheduler.add_job(job, IntervalTrigger(seconds=seconds), id=job.__name__, coalesce=True,
                               max_instances=1, next_run_time=deliveries.clock.now(), misfire_grace_time=None)
         # On stop, shutdown(wait=True) lets the job in hand (a tick, a feedback pass) finish. The

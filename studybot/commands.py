@@ -40,6 +40,8 @@ USAGE = {
     "cohort reschedule": "/study cohort reschedule NAME [--weekday mon..sun] [--time HH:MM] [--tz Area/City] "
                          "[--start YYYY-MM-DD]",
     "cohort leaderboard": "/study cohort leaderboard NAME --weekday mon..sun [--time HH:MM] | --off",
+    "cohort digest": "/study cohort digest NAME --weekday mon..sun [--time HH:MM] [--channel #private] | --off",
+    "cohort report": "/study cohort report NAME",
     "leaderboard": "/study leaderboard EXERCISE [COHORT] [--public], "
                    "or /study leaderboard optout|anonymous|named [COHORT]",
     "export": "/study export EXERCISE [COHORT]",
@@ -102,7 +104,10 @@ READ_ONLY_VERBS = frozenset({"lesson", "schedule", "status", "join", "leave"})
 
 class CommandHandler:
     def __init__(self, cohorts: Cohorts, submissions=None, leaderboards=None, weekly_boards=None, moderation=None,
-                 exports=None, review=None, buddies=None, accommodations=None) -> None:
+                 exports=None, review=None, buddies=None, accommodations=None,
+                 digests=None, progress=None) -> None:
+        self.digests = digests  # services.digests.Digests
+        self.progress = progress  # services.progress.Progress
         self.review = review  # services.review.Review
         self.buddies = buddies  # services.buddies.Buddies
         self.accommodations = accommodations  # services.accommodations.Accommodations
@@ -153,7 +158,9 @@ class CommandHandler:
                                           "quota_left": self.submissions.quota_left(user_id, exercise, lane),
                                           "daily_quota": self.submissions.quota_of(lane)})
         if verb == "status":
-            context = {"cohorts": self.cohorts.cohorts_of(user_id), "submitted": self.cohorts.submitted_exercises(user_id)}
+            context = {"cohorts": self.cohorts.cohorts_of(user_id), "submitted": self.cohorts.submitted_exercises(user_id),
+                       "progress": self.progress.of(user_id) if self.progress else {},
+                       "best": self.submissions.best(user_id) if self.submissions else []}
             if self.accommodations is not None:
                 context.update(extensions=self.accommodations.extensions_of(user_id),
                                paused_until=self.accommodations.paused_until(user_id))
@@ -209,6 +216,19 @@ class CommandHandler:
                 raise FieldError("name", f"Give exactly one cohort name. Usage: `{USAGE['cohort leaderboard']}`")
             return Reply("leaderboard_schedule", {"cohort": self.weekly_boards.set_schedule(
                 user_id, args.positional[0], weekday=args.one("weekday"), at=args.one("time"), off=off)})
+        if action == "digest":
+            off = "--off" in rest
+            args = parse([t for t in rest if t != "--off"], {"weekday", "time", "channel"})
+            if len(args.positional) != 1:
+                raise FieldError("name", f"Give exactly one cohort name. Usage: `{USAGE['cohort digest']}`")
+            return Reply("digest_schedule", {"cohort": self.digests.set_schedule(
+                user_id, args.positional[0], weekday=args.one("weekday"), at=args.one("time"),
+                channel=args.one("channel"), off=off)})
+        if action == "report":
+            args = parse(rest, set())
+            if len(args.positional) != 1:
+                raise FieldError("name", f"Give exactly one cohort name. Usage: `{USAGE['cohort report']}`")
+            return Reply("digest", self.digests.report(user_id, args.positional[0]))
         return Reply("help", {"unknown": f"cohort {action}", "organizer": self.cohorts.is_any_organizer(user_id)})
 
     @staticmethod

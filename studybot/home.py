@@ -18,7 +18,8 @@ def home_context(services: Services, user_id: str) -> dict[str, Any]:
     cohorts = services.cohorts
     return dict(cohorts=cohorts.cohorts_of(user_id), organized=cohorts.organized_by(user_id),
                 submitted=cohorts.submitted_exercises(user_id), is_organizer=cohorts.is_any_organizer(user_id),
-                recent=services.submissions.history(user_id), best=services.submissions.best(user_id))
+                recent=services.submissions.history(user_id), best=services.submissions.best(user_id),
+                progress=services.progress.of(user_id))
 
 
 def home_view(services: Services, user_id: str) -> dict[str, Any]:

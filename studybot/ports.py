@@ -49,8 +49,9 @@ class Chat(Protocol):
     def update(self, channel_id: str, message_id: str, message: Message) -> None:
         """Replace a message the bot posted (progress that moves along: queued, running, result)."""
 
-    def find_post(self, channel_id: str, *, since: datetime, tag: str) -> str | None:
-        """The id of a post made to the channel since ``since`` that carries ``tag``, if any.
+    def find_post(self, channel_id: str, *, since: datetime, tag: str, thread_id: str | None = None) -> str | None:
+        """The id of a post made to the channel since ``since`` that carries ``tag``, if any; with
+        ``thread_id``, among the replies in that message's thread (a channel's history leaves them out).
 
         How a post whose fate is unknown (a crash between post and mark) is reconciled."""
 
@@ -71,12 +72,17 @@ class Chat(Protocol):
         """Send a file to one user in a direct message (an organizer's CSV export); returns the file's id
         (Slack) or where it was written (the shell). Raises ChatError after retries."""
 
+    def upload_to_channel(self, channel_id: str, filename: str, content: bytes, title: str) -> str:
+        """Share a file in a channel or a DM channel (the digest's plot, after the digest); returns the file's
+        id (Slack) or where it was written (the shell). Raises ChatError after retries."""
+
     def post_ephemeral(self, channel_id: str, user_id: str, message: Message) -> None:
         """Show a message in a channel to one member only: a one-shot hint, it cannot be edited later.
         Raises ChatError after retries."""
 
-    def reply_in_thread(self, channel_id: str, thread_id: str, message: Message) -> str:
-        """Answer in the thread of message ``thread_id`` (an @-mention of the bot); returns the reply's id.
+    def reply_in_thread(self, channel_id: str, thread_id: str, message: Message, *, tag: str | None = None) -> str:
+        """Answer in the thread of message ``thread_id`` (an @-mention of the bot, a lesson's question thread);
+        returns the reply's id. ``tag`` as for ``post`` (found again by ``find_post(thread_id=...)``).
         Raises ChatError after retries."""
 
     def publish_home(self, user_id: str, view: dict[str, Any]) -> None:

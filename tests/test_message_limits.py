@@ -104,6 +104,7 @@ def test_every_template_stays_within_slacks_limits_when_its_inputs_are_huge(huge
         "buddy_intro": dict(cohort=cohort, slot=slot, lesson=lesson, members=[LONG] * 3, alone=False),
         "accommodation": dict(action="extend", extension=Extension(
             cohort, LONG, slot, slot.local.date(), slot.deadline_local)),
+        **digest_contexts(cohort, lesson),
     }
     views = {
         "home": dict(cohorts=many, organized=many, submitted={"digits"}, is_organizer=True, recent=[], best=[]),
@@ -121,6 +122,48 @@ def test_every_template_stays_within_slacks_limits_when_its_inputs_are_huge(huge
         check_message(render(kind, **context), kind)
     for kind, context in views.items():
         check_view(render_view(kind, **context), kind)
+
+
+def digest_contexts(cohort, lesson) -> dict:
+    """The organizers' digest of a cohort of thousands, long names, every lesson with a long thread."""
+    from datetime import datetime, timezone
+
+    from studybot.services.digests import Digest, LessonLine, QuietMember, WeekCount
+
+    people = tuple(f"U{i:05d}" for i in range(COHORTS))
+    names = {user: LONG for user in people}
+    when = datetime(2027, 1, 11, 8, tzinfo=timezone.utc)
+    week = WeekCount(when, 10**6, 10**5, COHORTS)
+    lines = tuple(LessonLine(str(i), LONG, "digits", people, people, 10**6, COHORTS) for i in range(LESSONS))
+    quiet = tuple(QuietMember(user, when if i % 2 else None, when) for i, user in enumerate(people))
+    digest = Digest(cohort, when, when, COHORTS, lines, people, quiet, people, people, week, week, (week,) * 8,
+                    names=names)
+    schedule = {"name": LONG, "timezone": "Europe/Berlin", "weekday": "Monday", "time": "09:00",
+                "channel_id": "G123", "channel_name": "c" * 80}
+    return {"digest": dict(digest=digest, plot=None, report=False),
+            "digest_schedule": dict(cohort=schedule), "lesson_thread": dict(cohort_name=LONG, lesson=lesson)}
+
+
+def progress_of(cohorts) -> dict:
+    from studybot.services.progress import CohortProgress, Standing
+
+    return {c.id: CohortProgress(c.id, 99, 99, 999, 999, Standing("digits" * 10, "8a", COHORTS, COHORTS, True, True))
+            for c in cohorts}
+
+
+def test_a_report_and_a_progress_laden_home_stay_within_limits(huge):
+    contexts = digest_contexts(huge["cohort"], huge["lesson"])
+    report = render("digest", **{**contexts["digest"], "report": True, "plot": "F123"})
+    check_message(report, "digest")
+    assert limits.more(COHORTS - limits.DIGEST_NAMES_SHOWN) in text_of(report.blocks)
+    many = huge["many"]
+    view = render_view("home", cohorts=many, organized=many, submitted=set(), is_organizer=True,
+                       recent=[], best=[], progress=progress_of(many))
+    check_view(view, "home")
+    assert "Weekly streak: 99 lessons passed in their week" in text_of(view["blocks"])
+    status = render("status", cohorts=many, submitted={"digits"}, progress=progress_of(many), best=[])
+    check_message(status, "status")
+    assert "Weekly streak: 99 lessons" in text_of(status.blocks)
 
 
 def test_the_cohort_list_is_paginated_and_says_how_many_are_left_out(huge):

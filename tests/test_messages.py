@@ -16,6 +16,8 @@ LEADERBOARD_TEMPLATES = {"leaderboard", "leaderboard_weekly", "leaderboard_recor
                          "leaderboard_schedule", "disqualified", "regrade_queued", "export_ready"}
 # Rendered in tests/test_review.py (test_every_review_template_renders_valid_block_kit).
 REVIEW_TEMPLATES = {"review_list", "review_evidence", "review_needed", "approved"}
+# Rendered at size in tests/test_message_limits.py, in conversation in tests/test_digests.py.
+DIGEST_TEMPLATES = {"digest", "digest_schedule", "lesson_thread"}
 CREATE = "/study cohort create fastai --channel #fastai --start 2027-01-05 --time 18:00 --tz Europe/Berlin"
 
 
@@ -27,7 +29,7 @@ def test_the_template_catalogue_is_known():
                      "cohort_modal", "cohort_modal_opening", "home", "dm_help", "channel_welcome",
                      "submission", "submission_rejected", "submit_ready", "grading_dead", "worker_lost",
                      "delivery_unverifiable", "buddies", "buddy_intro",
-                     "accommodation"} | LEADERBOARD_TEMPLATES | REVIEW_TEMPLATES
+                     "accommodation"} | LEADERBOARD_TEMPLATES | REVIEW_TEMPLATES | DIGEST_TEMPLATES
 
 
 def check_blocks(blocks, limit=50):

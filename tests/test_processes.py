@@ -85,11 +85,16 @@ def test_two_clock_processes_post_once_and_the_standby_takes_over(tmp_path, fake
     clock_env = env(tmp_path, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET,
                     SLACK_API_URL=fake_slack.api_url, DATABASE_URL=database_url, STUDYBOT_TICK_SECONDS="1")
     clocks = [subprocess.Popen(STUDYBOT + ["clock"], env=clock_env, stderr=subprocess.DEVNULL) for _ in range(2)]
+    def lessons(call) -> bool:  # a lesson post, not the question-thread prompt that follows it in its thread
+        return not call.args.get("thread_ts")
+
     try:
         due_in_a_second("1")
-        fake_slack.wait_for("chat.postMessage", timeout=20)
+        fake_slack.wait_for("chat.postMessage", where=lessons, timeout=20)
+        fake_slack.wait_for("chat.postMessage", where=lambda c: not lessons(c), timeout=20)  # the thread prompt
         time.sleep(3)  # both tick a few more times
-        assert len(fake_slack.calls_to("chat.postMessage")) == 1
+        assert len([c for c in fake_slack.calls_to("chat.postMessage") if lessons(c)]) == 1
+        assert len([c for c in fake_slack.calls_to("chat.postMessage") if not lessons(c)]) == 1  # one prompt too
         # The holder is the clock that posted: its worker id (host:pid) is on the row it claimed.
         # It dies without cleaning up; the standby must take the lock over and post the next one.
         with db.session() as s:
@@ -100,7 +105,7 @@ def test_two_clock_processes_post_once_and_the_standby_takes_over(tmp_path, fake
         holder.send_signal(signal.SIGKILL)
         holder.wait()
         due_in_a_second("2")
-        fake_slack.wait_for("chat.postMessage", count=2, timeout=20)
+        fake_slack.wait_for("chat.postMessage", count=2, where=lessons, timeout=20)
         assert standby.poll() is None
 
         def statuses() -> list[str]:
@@ -112,7 +117,7 @@ def test_two_clock_processes_post_once_and_the_standby_takes_over(tmp_path, fake
         while statuses() != ["sent", "sent", "pending"] and time.monotonic() < deadline:
             time.sleep(0.1)  # the post landed; the mark follows it
         assert statuses() == ["sent", "sent", "pending"]
-        assert len(fake_slack.calls_to("chat.postMessage")) == 2
+        assert len([c for c in fake_slack.calls_to("chat.postMessage") if lessons(c)]) == 2
     finally:
         for process in clocks:
             if process.poll() is None:

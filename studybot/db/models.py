@@ -390,3 +390,35 @@ class StateVersion(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     counter: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CohortDigest(Base):
+    """The weekly progress digest of a cohort for its organizers (services/digests.py): when it goes out,
+    in the cohort's timezone, and where: each named organizer's DM, or one private channel when named.
+
+    One row per cohort (no row: no digest). The posts themselves are deliveries rows (kind 'digest')."""
+
+    __tablename__ = "cohort_digests"
+
+    cohort_id: Mapped[int] = mapped_column(ForeignKey("cohorts.id", ondelete="CASCADE"), primary_key=True)
+    weekday: Mapped[int] = mapped_column(Integer)  # 0 = Monday
+    post_time: Mapped[str] = mapped_column(String(5))  # "HH:MM", local to the cohort's timezone
+    channel_id: Mapped[str | None] = mapped_column(String(40), nullable=True)  # None: a DM to each organizer
+    channel_name: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    set_by: Mapped[str] = mapped_column(String(40))
+    set_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LessonThreadReply(Base):
+    """One reply in the thread of a lesson post (services/lesson_threads.py), so the digest can count
+    replies and who took part. Keyed by the reply's own message id: Slack's retried events, or an event
+    seen twice, cannot count one reply twice. Reached through its lesson post's delivery and cohort."""
+
+    __tablename__ = "lesson_thread_replies"
+    __table_args__ = (UniqueConstraint("delivery_id", "message_ts", name="uq_lesson_thread_replies_delivery_message"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))  # the lesson post
+    user_id: Mapped[str] = mapped_column(String(40))
+    message_ts: Mapped[str] = mapped_column(String(40))
+    replied_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -20,6 +20,7 @@ SECTION_FIELDS_MAX = 10  # fields in one section block
 CONTEXT_ELEMENTS_MAX = 10  # elements in one context block
 ACTIONS_ELEMENTS_MAX = 25  # elements in one actions block
 SELECT_OPTIONS_MAX = 100  # options in one static select
+DIGEST_NAMES_SHOWN = 40  # people named per list in an organizers' digest (active, quiet, passed); the rest counted
 HOME_COHORTS_SHOWN = 20  # a learner's own cohorts on the App Home (2 blocks each); the rest: /study status
 
 # ---- characters

@@ -148,10 +148,12 @@ class ExactlyOncePoster:
 
     # ---- posting -----------------------------------------------------------------------------
 
-    def post(self, row_id: int, channel_id: str, message: Message | Callable[[], Message]) -> Outcome:
+    def post(self, row_id: int, channel_id: str, message: Message | Callable[[], Message], *,
+             thread_id: str | None = None) -> Outcome:
         """Post a claimed row's message once: look for an earlier attempt's post, else post; mark sent.
 
-        ``message`` may be a callable, so nothing is rendered when an earlier attempt's post is found."""
+        ``message`` may be a callable, so nothing is rendered when an earlier attempt's post is found.
+        ``thread_id``: post it as a reply in that message's thread (and look for it there)."""
         with self.db.session() as s:
             row = s.execute(select(Delivery.attempts, Delivery.due_at, Delivery.note).where(
                 Delivery.id == row_id, Delivery.status == "sending", Delivery.claimed_by == self.worker_id)).first()
@@ -165,14 +167,18 @@ class ExactlyOncePoster:
             # An earlier attempt may have posted before it failed or died, unless Slack refused it.
             if attempts > 1 and not (note or "").startswith(REFUSED_NOTE):
                 try:
-                    ts = self.chat.find_post(channel_id, since=due_at - LOOKUP_SLACK, tag=tag)
+                    since = due_at - LOOKUP_SLACK
+                    ts = (self.chat.find_post(channel_id, since=since, tag=tag) if thread_id is None else
+                          self.chat.find_post(channel_id, since=since, tag=tag, thread_id=thread_id))
                 except HistoryUnreadable as error:
                     return self._unknown(row_id, attempts, error, first=not (note or "").startswith(UNKNOWN_NOTE))
                 except ChatError as error:  # the lookup failed, not a post: the earlier fate is still unknown
                     return self._after_failure(row_id, attempts, error, earlier_may_have_posted=True)
                 found = ts is not None
             if ts is None:
-                ts = self.chat.post(channel_id, message() if callable(message) else message, tag=tag)
+                rendered = message() if callable(message) else message
+                ts = (self.chat.post(channel_id, rendered, tag=tag) if thread_id is None else
+                      self.chat.reply_in_thread(channel_id, thread_id, rendered, tag=tag))
         except ChatError as error:
             return self._after_failure(row_id, attempts, error)
         self.mark_sent(row_id, ts)

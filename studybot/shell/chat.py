@@ -19,7 +19,7 @@ CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,79}$")
 
 EMOJI = {"warning": "⚠️", "no_entry": "⛔", "white_check_mark": "✅", "wave": "👋", "books": "📚", "trophy": "🏆",
          "alarm_clock": "⏰", "x": "❌", "hourglass_flowing_sand": "⏳", "spiral_calendar_pad": "🗓️",
-         "heavy_minus_sign": "➖"}
+         "heavy_minus_sign": "➖", "speech_balloon": "💬", "fire": "🔥", "chart_with_upwards_trend": "📈"}
 
 
 def to_plain(text: str) -> str:
@@ -83,21 +83,29 @@ class ShellChat:
         where = _where(channel_id)
         self.out.write(f"\n── {where} · {stamp} (updated) ──\n{to_plain(message.text)}\n")
 
-    def find_post(self, channel_id: str, *, since: datetime, tag: str) -> str | None:
-        for posted in self.posted:
+    def find_post(self, channel_id: str, *, since: datetime, tag: str, thread_id: str | None = None) -> str | None:
+        for posted in self.posted:  # the shell keeps thread replies with the rest: one list to search
             if posted.channel_id == channel_id and posted.at >= since and posted.tag == tag:
                 return posted.id
         return None
 
     def upload_file(self, user_id: str, filename: str, content: bytes, title: str) -> str:
         """Write the file under the data dir (``files_dir``) and print where it is."""
+        return self._write_file(user_id, filename, content, title, f"file for @{user_id}")
+
+    def upload_to_channel(self, channel_id: str, filename: str, content: bytes, title: str) -> str:
+        """Like ``upload_file``: written under the data dir, in a folder named after the channel (or @user)."""
+        where = f"file in the DM to {channel_id}" if channel_id.startswith("@") else f"file in #{channel_id}"
+        return self._write_file(channel_id, filename, content, title, where)
+
+    def _write_file(self, folder_name: str, filename: str, content: bytes, title: str, where: str) -> str:
         root = Path(self.files_dir or Path(os.environ.get("STUDYBOT_DATA_DIR") or "data") / "files")
-        folder = root / re.sub(r"[^A-Za-z0-9_.-]", "_", user_id)
+        folder = root / re.sub(r"[^A-Za-z0-9_.-]", "_", folder_name)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / Path(filename).name
         path.write_bytes(content)
         stamp = self.clock.now().strftime("%a %d %b %Y %H:%M UTC")
-        self.out.write(f"\n── file for @{user_id} · {stamp} ──\n{title}: {path} ({len(content)} bytes)\n")
+        self.out.write(f"\n── {where} · {stamp} ──\n{title}: {path} ({len(content)} bytes)\n")
         return str(path)
 
     def is_workspace_admin(self, user_id: str) -> bool:
@@ -111,7 +119,8 @@ class ShellChat:
         if not CHANNEL_NAME.match(name):
             raise FieldError("channel", f"Channel {raw!r} is not a channel name: use #name, lowercase, e.g. #fastai-study.",
                              value=raw)
-        return Channel(id=name, name=name)
+        # Private: only whoever sits at this terminal reads the shell's channels (an organizers' channel is fine).
+        return Channel(id=name, name=name, is_private=True)
 
     def join_channel(self, channel_id: str) -> bool:
         return True  # the shell's channels are only names: the bot is in every one
@@ -121,10 +130,10 @@ class ShellChat:
         stamp = self.clock.now().strftime("%a %d %b %Y %H:%M UTC")
         self.out.write(f"\n── #{channel_id} · {stamp} · only @{user_id} sees this ──\n{to_plain(message.text)}\n")
 
-    def reply_in_thread(self, channel_id: str, thread_id: str, message: Message) -> str:
+    def reply_in_thread(self, channel_id: str, thread_id: str, message: Message, *, tag: str | None = None) -> str:
         stamp = self.clock.now().strftime("%a %d %b %Y %H:%M UTC")
         self.out.write(f"\n── #{channel_id} · {stamp} · in the thread of {thread_id} ──\n{to_plain(message.text)}\n")
-        return self._record(channel_id, message, None)
+        return self._record(channel_id, message, tag)
 
     def publish_home(self, user_id: str, view: dict[str, Any]) -> None:
         """Only says that it changed: the terminal shows a home as text, on `:home` (studybot/home.py)."""

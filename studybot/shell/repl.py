@@ -25,6 +25,7 @@ SHELL_HELP = """Shell commands:
   :now                  show the clock
   :home                 show your App Home
   :dm TEXT              send the bot a direct message
+  :reply COHORT LESSON TEXT   reply in the question thread of a lesson post (counted in the digest)
   :help                 this help
   :quit                 leave (Ctrl-D works too)"""
 
@@ -45,6 +46,7 @@ class Shell:
                  user: str = "you") -> None:
         self.services, self.clock, self.out, self.admins = services, clock, out, admins
         self.user = user
+        self._replies = 0  # shell thread replies, numbered: each is a message of its own
 
     @property
     def prompt(self) -> str:
@@ -104,17 +106,38 @@ class Shell:
             self.say(f"It is {self.clock.now():%a %d %b %Y %H:%M} UTC.")
         elif verb == "home":
             self.say(to_plain(home_text(self.services, self.user)))
+        elif verb == "reply" and len(args) >= 3:
+            self._reply(args[0], args[1], " ".join(args[2:]))
         elif verb == "dm":
             self.say(to_plain(render("dm_help").text))
         else:
             self.say(SHELL_HELP)
         return True
 
+    def _reply(self, cohort: str, lesson_key: str, text: str) -> None:
+        """A member's reply in a lesson post's thread: what Slack's message event with its thread_ts is."""
+        from studybot.errors import StudybotError
+
+        try:
+            channel_id, thread_id = self.services.lesson_threads.lesson_thread(cohort, lesson_key)
+        except StudybotError as error:
+            self.say(to_plain(render("error", error=error, kind=type(error).__name__,
+                                     field=getattr(error, "field", None)).text))
+            return
+        self._replies += 1
+        message_ts = f"r{self._replies}@{self.clock.now().timestamp():.0f}"
+        self.services.lesson_threads.record_reply(channel_id, thread_id, self.user, message_ts)
+        self.say(f"── #{channel_id} · {self.clock.now():%a %d %b %Y %H:%M} UTC · in the thread of {thread_id} ──\n"
+                 f"@{self.user}: {text}")
+
     def advance(self, delta: timedelta) -> None:
         """Jump from one due post to the next, so each one is posted at its own time."""
         target = self.clock.now() + delta
         for _ in range(MAX_STEPS):
             due = self.services.deliveries.next_due()
+            digest = self.services.digests.next_slot(self.clock.now())  # digests fall due between posts
+            if digest is not None and (due is None or digest < due):
+                due = digest
             if due is None or due > target:
                 break
             # A post that keeps failing stays pending; step past it rather than spin on it.
@@ -127,6 +150,8 @@ class Shell:
         self.services.deliveries.tick()
         self.services.weekly_boards.tick()
         self.services.feedback.tick()
+        self.services.lesson_threads.tick()
+        self.services.digests.tick()
 
 
 def start_clock() -> ManualClock:

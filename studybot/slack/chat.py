@@ -199,30 +199,33 @@ class SlackChat:
         self._offsets[user_id] = (time.monotonic(), offset)
         return offset
 
-    def find_post(self, channel_id: str, *, since: datetime, tag: str) -> str | None:
+    def find_post(self, channel_id: str, *, since: datetime, tag: str, thread_id: str | None = None) -> str | None:
         """HistoryUnreadable when the bot cannot read the channel and cannot join it either.
 
         A bot posts to a public channel it is not in (chat:write.public) but cannot read it
         (not_in_channel): it joins it (channels:join) and reads again; a private channel needs an invite."""
         try:
-            return self._find_post(channel_id, since=since, tag=tag)
+            return self._find_post(channel_id, since=since, tag=tag, thread_id=thread_id)
         except ChatError as error:
             if error.code != "not_in_channel":
                 raise
         try:
             self._call("conversations_join", channel=channel_id)
             log.info("joined %s to read its history", channel_id)
-            return self._find_post(channel_id, since=since, tag=tag)
+            return self._find_post(channel_id, since=since, tag=tag, thread_id=thread_id)
         except ChatError as error:
             raise HistoryUnreadable(f"Slack will not let me read the channel ({error.code or error.message}); "
                                     "invite me there: /invite @studybot", code=error.code, permanent=True,
                                     may_have_posted=False) from None
 
-    def _find_post(self, channel_id: str, *, since: datetime, tag: str) -> str | None:
+    def _find_post(self, channel_id: str, *, since: datetime, tag: str, thread_id: str | None = None) -> str | None:
         cursor = None
         for _ in range(HISTORY_PAGES):
-            page = self._call("conversations_history", channel=channel_id, oldest=f"{since.timestamp():.6f}",
-                              include_all_metadata=True, limit=200, cursor=cursor)
+            # A thread's replies are not in the channel's history: conversations.replies lists them.
+            method, where = (("conversations_history", {}) if thread_id is None else
+                             ("conversations_replies", {"ts": thread_id}))
+            page = self._call(method, channel=channel_id, oldest=f"{since.timestamp():.6f}",
+                              include_all_metadata=True, limit=200, cursor=cursor, **where)
             for message in page.get("messages", []):
                 if tag_of(message.get("metadata")) == tag:
                     return message["ts"]
@@ -236,6 +239,12 @@ class SlackChat:
         # as channel= (a U… id, channel_id= or a string channels= all fail: slack_sdk#1426, #1608, #1465).
         dm = self._call("conversations_open", users=user_id)["channel"]["id"]
         response = self._call("files_upload_v2", channel=dm, filename=filename, content=content, title=title)
+        uploaded = response.get("file") or (response.get("files") or [{}])[0]
+        return uploaded.get("id", "")
+
+    def upload_to_channel(self, channel_id: str, filename: str, content: bytes, title: str) -> str:
+        # The same files_upload_v2 flow, shared straight into a channel (a C…/G… id) or a DM (D…).
+        response = self._call("files_upload_v2", channel=channel_id, filename=filename, content=content, title=title)
         uploaded = response.get("file") or (response.get("files") or [{}])[0]
         return uploaded.get("id", "")
 
@@ -312,10 +321,11 @@ class SlackChat:
         self._call("chat_postEphemeral", channel=channel_id, user=user_id, text=message.text,
                    blocks=message.blocks or None)
 
-    def reply_in_thread(self, channel_id: str, thread_id: str, message: Message) -> str:
+    def reply_in_thread(self, channel_id: str, thread_id: str, message: Message, *, tag: str | None = None) -> str:
         with self.pacer.slot(channel_id):  # a thread reply is a chat.postMessage in the channel: same pace
             response = self._call("chat_postMessage", channel=channel_id, thread_ts=thread_id, text=message.text,
-                                  blocks=message.blocks or None, unfurl_links=False, unfurl_media=False)
+                                  blocks=message.blocks or None, metadata=tag_metadata(tag), unfurl_links=False,
+                                  unfurl_media=False)
         return response["ts"]
 
     def publish_home(self, user_id: str, view: dict[str, Any]) -> None:

@@ -187,6 +187,9 @@ class InstallationChat:
     def is_workspace_admin(self, user_id: str) -> bool:
         return self._chat().is_workspace_admin(user_id)
 
+    def display_name(self, user_id: str) -> str:
+        return self._chat().display_name(user_id)
+
     def resolve_channel(self, raw: str) -> Channel:
         return self._chat().resolve_channel(raw)
 
@@ -199,8 +202,11 @@ class InstallationChat:
     def post_ephemeral(self, channel_id: str, user_id: str, message: Message) -> None:
         self._chat().post_ephemeral(channel_id, user_id, message)
 
-    def reply_in_thread(self, channel_id: str, thread_id: str, message: Message) -> str:
-        return self._chat().reply_in_thread(channel_id, thread_id, message)
+    def upload_to_channel(self, channel_id: str, filename: str, content: bytes, title: str) -> str:
+        return self._chat().upload_to_channel(channel_id, filename, content, title)
+
+    def reply_in_thread(self, channel_id: str, thread_id: str, message: Message, *, tag: str | None = None) -> str:
+        return self._chat().reply_in_thread(channel_id, thread_id, message, tag=tag)
 
     def publish_home(self, user_id: str, view: dict[str, Any]) -> None:
         self._chat().publish_home(user_id, view)

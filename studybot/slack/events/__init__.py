@@ -18,6 +18,7 @@ from studybot.slack.uploads import take_upload
 log = logging.getLogger(__name__)
 
 FILE_SHARED_GRACE_SECONDS = 2.0  # how long file_shared waits for the richer message event
+THREAD_REPLY_SUBTYPES = (None, "thread_broadcast", "file_share")  # a person's reply (also sent to the channel, with a file)
 
 
 def is_from_a_bot(event: dict) -> bool:
@@ -43,6 +44,9 @@ def register(app: App, services: Services, on_revoked=None) -> None:
             publish_home(services, event["user"])
 
     def direct_message(event, client):
+        if event.get("channel_type") in ("channel", "group"):  # message.channels, message.groups
+            thread_reply(event)
+            return
         if is_from_a_bot(event) or event.get("subtype") not in (None, "file_share"):
             # Our own posts and other bots', edits and joins are not requests (answering a bot risks a loop).
             log.debug("not a request: message %s (subtype %s, bot %s)", event.get("ts"), event.get("subtype"),
@@ -57,6 +61,18 @@ def register(app: App, services: Services, on_revoked=None) -> None:
             return
         with chat_errors_logged(f"point {event.get('user')} at the commands"):
             services.chat.post(event["channel"], render("dm_help"))
+
+    def thread_reply(event):
+        """A reply in a channel's thread: counted when the thread is a lesson post's (services/lesson_threads.py).
+        Every other channel message is none of the bot's business: nothing is answered, nothing stored."""
+        thread_ts, ts = event.get("thread_ts"), event.get("ts")
+        if (not thread_ts or thread_ts == ts or not event.get("user") or is_from_a_bot(event)
+                or event.get("subtype") not in THREAD_REPLY_SUBTYPES):
+            return
+        recorded = services.lesson_threads.record_reply(event["channel"], thread_ts, event["user"], ts)
+        if recorded is not None:
+            log.debug("thread reply %s in %s lesson %s (counted: %s)", ts, recorded.cohort, recorded.lesson_key,
+                      recorded.counted)
 
     def app_mention(event):
         if is_from_a_bot(event):
