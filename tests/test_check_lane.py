@@ -34,6 +34,7 @@ def test_an_upload_after_check_is_a_check_even_when_its_text_names_the_exercise(
 
 
 @pytest.mark.usefixtures("sandbox_ready")
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # a real grade: once is enough
 def test_the_shell_check_runs_once_on_the_public_split_and_is_never_ranked(bot):
     said = bot.say(f"/study check digits {ROOT / 'exercises' / 'digits' / 'starter.ipynb'}", as_user="ada")
     assert "Check passed for digits, it runs" in said or "below target" in said, said
