@@ -45,6 +45,9 @@ from grader.sandbox import JobPaths, Sandbox, SandboxConfig, draw_sandbox_uid
 # ---- tunables -------------------------------------------------------------------------------
 POOL_SIZE = int(os.environ.get("GRADER_POOL_SIZE", "1"))   # sandboxes kept waiting per config (count;
                                                            # 0 = no pool: start on demand)
+OVERLAP = os.environ.get("GRADER_POOL_OVERLAP", "idle")  # "idle": the replacement starts at once, under
+                                       # SCHED_IDLE (where its priority can be given back); "serial": only
+                                       # once the taken sandbox has finished (no start beside a run)
 MAX_POOLS = 2                          # configs with a pool at once (count); the least recently used
                                        # idle one is closed for a new one (a grade needs 1, deploy 2)
 MEMORY_PER_WAITING_SANDBOX_MB = 1024   # what a waiting sandbox may cost (MiB; CPU torch + _dynamo is
@@ -88,7 +91,9 @@ class Pool:
                  idle_timeout_seconds: float | None = None):
         self.config = config
         self.size = POOL_SIZE if size is None else size
-        self.low_priority = can_restore_priority() if low_priority is None else low_priority
+        if low_priority is None:
+            low_priority = OVERLAP == "idle" and can_restore_priority()
+        self.low_priority = low_priority
         self.idle_timeout_seconds = IDLE_TIMEOUT_SECONDS if idle_timeout_seconds is None else idle_timeout_seconds
         self.workspace = tempfile.mkdtemp(prefix="studybot-pool-")
         os.chmod(self.workspace, 0o711)  # traversable by the sandbox uids, not listable
