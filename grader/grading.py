@@ -500,7 +500,7 @@ def predict_limit(spec, reference: dict | None) -> tuple[float, str | None]:
                       "do all training in train()")
 
 
-def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, spec, prepared: kinds.Prepared,
+def _one_run(*, run_index: int, run_count: int, seed: int, warmup_seed: int | None, code: str, spec, prepared: kinds.Prepared,
              arrays: pathlib.Path, workspace: pathlib.Path, device: str, unsafe_no_sandbox: bool,
              progress, predict_seconds_limit: float, predict_hint: str | None,
              hidden: tuple = (), weights_dir: pathlib.Path | None = None,
@@ -511,7 +511,9 @@ def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, s
     config = sandbox_config(spec, device=device, unsafe_no_sandbox=unsafe_no_sandbox, hidden=hidden,
                             weights_dir=weights_dir, export_cap=cap)
     # A sandbox started ahead (grader/pool.py): bwrap, the runner and torch are up; it has no code, no data.
-    sandbox = sandbox_pool.shared(config).take()  # InfraError if none can start
+    # On a deployment exercise the fresh predict sandbox still follows, so this is never the last.
+    last = run_index == run_count - 1 and spec.deploy is None
+    sandbox = sandbox_pool.shared(config).take(last=last)  # InfraError if none can start
     try:
         return _run_in(sandbox, run_index=run_index, seed=seed, warmup_seed=warmup_seed, code=code, spec=spec,
                        prepared=prepared, arrays=arrays, workspace=workspace, device=device,
@@ -700,7 +702,7 @@ def _predict_deployed(*, run_index: int, code: str, spec, prepared: kinds.Prepar
     config = sandbox_config(spec, device="cpu", unsafe_no_sandbox=unsafe_no_sandbox, hidden=hidden,
                             weights_dir=weights_dir, deployed=True)
     # Started ahead too, while the training ran: it never saw the training data or process.
-    sandbox = sandbox_pool.shared(config).take()
+    sandbox = sandbox_pool.shared(config).take(last=run_index == spec.runs - 1)
     try:
         measured, failure, log_tail = _predict_in(sandbox, run_index=run_index, code=code, spec=spec, prepared=prepared,
                                                   arrays=arrays, export_pack=export_pack, progress=progress,
@@ -805,7 +807,7 @@ def measure(code: str, spec, dataset, *, device: str, seeds: list[int], unsafe_n
             progress("run", run=index, total=len(seeds), seed=seed)
             warmup_seed = secrets.randbits(SEED_BITS) if spec.warmup else None
             record, failure, log_tail, run_hello = _one_run(
-                run_index=index, seed=seed, warmup_seed=warmup_seed, code=code, spec=spec, prepared=prepared,
+                run_index=index, run_count=len(seeds), seed=seed, warmup_seed=warmup_seed, code=code, spec=spec, prepared=prepared,
                 arrays=arrays, workspace=workspace, device=device, unsafe_no_sandbox=unsafe_no_sandbox,
                 progress=progress, predict_seconds_limit=predict_seconds_limit, predict_hint=predict_hint,
                 hidden=hidden, weights_dir=weights_dir, target=target)

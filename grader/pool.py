@@ -110,8 +110,10 @@ class Pool:
         self._thread.start()
 
     # ---- the interface ----------------------------------------------------------------------
-    def take(self, timeout: float = TAKE_TIMEOUT_SECONDS) -> Sandbox:
-        """A ready sandbox that has never served; its wait_seconds says how long this call waited."""
+    def take(self, timeout: float = TAKE_TIMEOUT_SECONDS, *, last: bool = False) -> Sandbox:
+        """A ready sandbox that has never served; its wait_seconds says how long this call waited.
+        last: the caller's last run for now (a grade's final one), so no replacement is started
+        beside it; the pool refills at the next take()."""
         asked = time.monotonic()
         deadline = asked + timeout
         with self._cond:
@@ -141,6 +143,7 @@ class Pool:
             sandbox.on_change = None
             sandbox.on_finished = self._finished
             sandbox.wait_seconds = time.monotonic() - asked
+            self._cold = last
             self._cond.notify_all()  # the pool thread starts the replacement (or waits for this one's end)
         return sandbox
 
