@@ -17,6 +17,10 @@ Each side is timed as a whole process with the same wall clock, from exec to exi
                reference (no sandbox), then the same seeds on the same data, train + predict +
                accuracy, as grader.grading does, minus the sandbox and the protocol.
 
+With --worker it measures instead what the bot's worker sees: from the moment a claimed job's
+grading child is started (studybot/worker/child.py, exactly as the worker starts it) to its
+result message, per mode (the database's claim and record add milliseconds).
+
 The figure is overhead per run = (wall - sum train - sum predict) / runs, for each side, with
 the train and predict times each side measured itself; the grader's minus the in-process one
 is what the sandbox costs. Repeats interleave the modes, so a noisy machine hits them alike.
@@ -95,11 +99,39 @@ def overhead_per_run(wall: float, runs: list[dict]) -> float:
     return (wall - sum(r["train_seconds"] + r["predict_seconds"] for r in runs)) / len(runs)
 
 
+def claim_to_result(exercise: str, mode: str) -> tuple[float, dict]:
+    """Seconds from starting the grading child, as studybot's worker does for a claimed job, to
+    its result; the environment carries the pool mode into the child."""
+    sys.path.insert(0, str(ROOT))
+    from studybot.worker.child import GradingChild
+    import tempfile
+    os.environ.update(MODES[mode])
+    with tempfile.TemporaryDirectory() as workdir:
+        job = {"notebook": str(ROOT / "exercises" / exercise / "reference.ipynb"), "exercise_id": exercise,
+               "exercises_dir": None, "data_dir": None, "runs": None, "check": False, "unsafe": False,
+               "plot": str(pathlib.Path(workdir) / "plot.png"), "load_dataset": None, "sys_path": sys.path,
+               "parent": os.getpid()}
+        started = time.perf_counter()
+        child = GradingChild(job)
+        while True:
+            message = child.next_message(timeout=0.2)
+            if message is not None and message.get("type") in ("result", "error"):
+                seconds = time.perf_counter() - started
+                child.wait()
+                if message["type"] == "error":
+                    sys.exit(f"the grading child failed: {message.get('message')}")
+                return seconds, message["result"]
+            if child.exited:
+                sys.exit(f"the grading child died ({child.exit_description()})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exercise", default="digits")
     parser.add_argument("--repeats", type=int, default=1, help="measure each side this many times")
     parser.add_argument("--modes", default="off,idle", help=f"pool modes to compare, of {','.join(MODES)}")
+    parser.add_argument("--worker", action="store_true",
+                        help="time claim-to-result through the worker's grading child instead")
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seeds", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -112,6 +144,20 @@ def main() -> None:
     print(f"caching the {args.exercise} reference on this machine (untimed) ...", file=sys.stderr)
     subprocess.run([str(GRADER), "reference", args.exercise, "--no-plot", "--json"], cwd=ROOT,
                    capture_output=True, check=False)
+    if args.worker:
+        walls = {mode: [] for mode in modes}
+        for _ in range(args.repeats):
+            for mode in modes:  # each in a fresh process, so no pool survives from one to the next
+                seconds, out = timed([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+                                      f"from bench.grader_overhead import claim_to_result; import json; "
+                                      f"print(json.dumps(claim_to_result({args.exercise!r}, {mode!r})))"])
+                walls[mode].append(json.loads(out.strip().splitlines()[-1])[0])
+        print(f"{args.exercise}: claim to result through the worker's grading child, {os.cpu_count()} CPUs, "
+              f"load {os.getloadavg()[0]:.1f}, median of {args.repeats} interleaved repeat(s)")
+        for mode in modes:
+            print(f"  {mode:<7} {statistics.median(walls[mode]):7.2f} s   (each: "
+                  f"{', '.join(f'{w:.1f}' for w in walls[mode])})")
+        return
     measured = {mode: [] for mode in modes + ["in-process"]}  # per repeat: (wall, overhead per run, median train)
     waits = {mode: [] for mode in modes}
     for repeat in range(args.repeats):

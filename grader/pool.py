@@ -50,8 +50,9 @@ OVERLAP = os.environ.get("GRADER_POOL_OVERLAP", "idle")  # "idle": the replaceme
                                        # once the taken sandbox has finished (no start beside a run)
 MAX_POOLS = 2                          # configs with a pool at once (count); the least recently used
                                        # idle one is closed for a new one (a grade needs 1, deploy 2)
-MEMORY_PER_WAITING_SANDBOX_MB = 1024   # what a waiting sandbox may cost (MiB; CPU torch + _dynamo is
-                                       # ~600 MiB RSS): none is started ahead unless MemAvailable has it
+MEMORY_PER_WAITING_SANDBOX_MB = 512    # what a waiting sandbox may cost (MiB; CPU torch + _dynamo measured
+                                       # 360 MiB anonymous, the libraries' pages are shared): none is
+                                       # started ahead of a run unless MemAvailable has this much
 IDLE_TIMEOUT_SECONDS = 600.0           # a sandbox waiting longer is killed, and the pool stays cold
                                        # until the next take() (s)
 TAKE_TIMEOUT_SECONDS = 180.0           # take() gives up (InfraError) when none is ready by then (s)

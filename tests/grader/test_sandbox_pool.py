@@ -107,7 +107,9 @@ def test_a_sandbox_that_dies_while_waiting_is_replaced_not_handed_out(sandbox_re
     tiny_pool = pool.Pool(_tiny_config(tiny_spec), size=1)
     try:
         [victim] = tiny_pool.wait_until_ready(1)
-        os.killpg(victim.pid, signal.SIGKILL)
+        runner = sandbox_module._descendants(victim.pid)[-1]  # the innermost process: the runner
+        os.kill(runner, signal.SIGKILL)
+        victim._process.wait(timeout=30)  # dead (bwrap follows its runner): from here it is never handed out
         taken = tiny_pool.take()
         try:
             assert taken is not victim and taken.alive()
