@@ -5,7 +5,8 @@ or measures it by grading the reference notebook through this same path).
 One timed run, in its own fresh sandbox (so nothing a run caches in memory or on disk can
 help the next one):
 
-    1. start the sandbox; the runner imports torch and initializes the device   (off the clock)
+    1. take a started sandbox from the warm pool (grader/pool.py: bwrap, the runner, torch,
+       the device, started ahead with no code and no data) and hand it the code  (off the clock)
     2. `load`: the exported code is executed and its train/predict checked       (off the clock)
     3. `warmup` (if the spec allows): train+predict on random noise of the real
        shapes with random labels, capped at spec.warmup_cap_seconds    (off the clock, recorded)
