@@ -513,7 +513,7 @@ def _one_run(*, run_index: int, run_count: int, seed: int, warmup_seed: int | No
                             weights_dir=weights_dir, export_cap=cap)
     # A sandbox started ahead (grader/pool.py): bwrap, the runner and torch are up; it has no code, no data.
     # On a deployment exercise the fresh predict sandbox still follows, so this is never the last.
-    last = run_index == run_count - 1 and spec.deploy is None
+    last = run_index == run_count - 1 and spec.deploy is None and not sandbox_pool.KEEP_WARM_BETWEEN_GRADES
     sandbox = sandbox_pool.shared(config).take(last=last)  # InfraError if none can start
     try:
         return _run_in(sandbox, run_index=run_index, seed=seed, warmup_seed=warmup_seed, code=code, spec=spec,
@@ -703,7 +703,7 @@ def _predict_deployed(*, run_index: int, code: str, spec, prepared: kinds.Prepar
     config = sandbox_config(spec, device="cpu", unsafe_no_sandbox=unsafe_no_sandbox, hidden=hidden,
                             weights_dir=weights_dir, deployed=True)
     # Started ahead too, while the training ran: it never saw the training data or process.
-    sandbox = sandbox_pool.shared(config).take(last=run_index == spec.runs - 1)
+    sandbox = sandbox_pool.shared(config).take(last=run_index == spec.runs - 1 and not sandbox_pool.KEEP_WARM_BETWEEN_GRADES)
     try:
         measured, failure, log_tail = _predict_in(sandbox, run_index=run_index, code=code, spec=spec, prepared=prepared,
                                                   arrays=arrays, export_pack=export_pack, progress=progress,

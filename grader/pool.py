@@ -48,6 +48,9 @@ POOL_SIZE = int(os.environ.get("GRADER_POOL_SIZE", "1"))   # sandboxes kept wait
 OVERLAP = os.environ.get("GRADER_POOL_OVERLAP", "idle")  # "idle": the replacement starts at once, under
                                        # SCHED_IDLE (where its priority can be given back); "serial": only
                                        # once the taken sandbox has finished (no start beside a run)
+KEEP_WARM_BETWEEN_GRADES = True       # a grade's last run still leaves a sandbox waiting, for the
+                                       # next grade in this process (the reference, then the submission;
+                                       # tests); a one-job process (the worker's grading child) sets False
 MAX_POOLS = 2                          # configs with a pool at once (count); the least recently used
                                        # idle one is closed for a new one (a grade needs 1, deploy 2)
 MEMORY_PER_WAITING_SANDBOX_MB = 512    # what a waiting sandbox may cost (MiB; CPU torch + _dynamo measured

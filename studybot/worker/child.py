@@ -148,6 +148,7 @@ def child_main(message_fd: int) -> int:
         from grader.spec import find_exercise
 
         pool.drain_on_sigterm()  # SIGTERM: the warm sandboxes are killed and their folders removed
+        pool.KEEP_WARM_BETWEEN_GRADES = False  # one job, then this process ends: no sandbox beside the last run
 
         spec = find_exercise(job["exercise_id"], job["exercises_dir"])
 
