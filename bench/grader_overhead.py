@@ -11,8 +11,8 @@ Each side is timed as a whole process with the same wall clock, from exec to exi
                with the reference already cached (it is measured first, untimed, if missing),
                under GRADER_POOL_SIZE / GRADER_POOL_OVERLAP per mode (grader/pool.py):
                  off     no pool: each run starts its sandbox on demand (the old path)
-                 serial  pool, the next sandbox starts once the previous run has finished
-                 idle    pool, the next sandbox starts at once under SCHED_IDLE (the default as root)
+                 serial  pool, the next sandbox starts once the previous run has finished (default)
+                 idle    pool, the next sandbox starts at once under SCHED_IDLE (root only)
     in-process this file with --plain: import torch, load the dataset, load_solution() the
                reference (no sandbox), then the same seeds on the same data, train + predict +
                accuracy, as grader.grading does, minus the sandbox and the protocol.
@@ -129,7 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exercise", default="digits")
     parser.add_argument("--repeats", type=int, default=1, help="measure each side this many times")
-    parser.add_argument("--modes", default="off,idle", help=f"pool modes to compare, of {','.join(MODES)}")
+    parser.add_argument("--modes", default="off,serial,idle", help=f"pool modes to compare, of {','.join(MODES)}")
     parser.add_argument("--worker", action="store_true",
                         help="time claim-to-result through the worker's grading child instead")
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
