@@ -1,21 +1,29 @@
-"""What the sandbox costs: `grader grade` on the digits reference against the same runs done in
-a plain in-process script.
+"""What the sandbox costs per run: `grader grade` on an exercise's reference against the same
+runs done in a plain in-process script, with the warm sandbox pool off and on, side by side.
 
-    .venv/bin/python bench/grader_overhead.py                 # digits, the spec's runs
+    .venv/bin/python bench/grader_overhead.py                      # digits, the spec's runs
     .venv/bin/python bench/grader_overhead.py --exercise mnist1d --repeats 3
+    .venv/bin/python bench/grader_overhead.py --modes off,serial,idle
 
-Both sides are timed as whole processes with the same wall clock, from exec to exit:
+Each side is timed as a whole process with the same wall clock, from exec to exit:
 
     grader     `grader grade exercises/<id>/reference.ipynb --exercise <id> --json --no-plot`,
-               with the reference already cached (it is measured first, untimed, if missing):
-               one fresh bubblewrap sandbox per run, the grader's clock, scoring outside.
+               with the reference already cached (it is measured first, untimed, if missing),
+               under GRADER_POOL_SIZE / GRADER_POOL_OVERLAP per mode (grader/pool.py):
+                 off     no pool: each run starts its sandbox on demand (the old path)
+                 serial  pool, the next sandbox starts once the previous run has finished (default)
+                 idle    pool, the next sandbox starts at once under SCHED_IDLE (root only)
     in-process this file with --plain: import torch, load the dataset, load_solution() the
                reference (no sandbox), then the same seeds on the same data, train + predict +
                accuracy, as grader.grading does, minus the sandbox and the protocol.
 
-Prints absolute seconds, the ratio, and the median train() time each side measured, so the
-overhead (process starts, torch imports per run, warm-ups, data hand-over) is visible
-separately from any effect on the timed section itself.
+With --worker it measures instead what the bot's worker sees: from the moment a claimed job's
+grading child is started (studybot/worker/child.py, exactly as the worker starts it) to its
+result message, per mode (the database's claim and record add milliseconds).
+
+The figure is overhead per run = (wall - sum train - sum predict) / runs, for each side, with
+the train and predict times each side measured itself; the grader's minus the in-process one
+is what the sandbox costs. Repeats interleave the modes, so a noisy machine hits them alike.
 """
 
 import argparse
@@ -61,26 +69,69 @@ def plain(exercise: str, seeds: list[int]) -> None:
         model = solution.train(x, y, seed=seed, device=device, report=lambda **values: None)
         synchronize()
         train_seconds = time.perf_counter() - started
+        started = time.perf_counter()
         output = solution.predict(model, x_test)
+        synchronize()
+        predict_seconds = time.perf_counter() - started
         predictions = output.argmax(1) if output.ndim == 2 else output
         accuracy = float((predictions.cpu().numpy() == data.y_test).mean())
-        runs.append({"seed": seed, "accuracy": accuracy, "train_seconds": train_seconds})
+        runs.append({"seed": seed, "accuracy": accuracy, "train_seconds": train_seconds,
+                     "predict_seconds": predict_seconds})
     print(json.dumps({"runs": runs}))
 
 
-def timed(command: list[str]) -> tuple[float, str]:
+MODES = {"off": {"GRADER_POOL_SIZE": "0"},
+         "serial": {"GRADER_POOL_SIZE": "1", "GRADER_POOL_OVERLAP": "serial"},
+         "idle": {"GRADER_POOL_SIZE": "1", "GRADER_POOL_OVERLAP": "idle"}}
+
+
+def timed(command: list[str], env: dict | None = None) -> tuple[float, str]:
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})})
     seconds = time.perf_counter() - started
     if result.returncode not in (0, 1):
         sys.exit(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return seconds, result.stdout
 
 
+def overhead_per_run(wall: float, runs: list[dict]) -> float:
+    """(wall - sum train - sum predict) / runs: what each run cost beyond the learner's own work."""
+    return (wall - sum(r["train_seconds"] + r["predict_seconds"] for r in runs)) / len(runs)
+
+
+def claim_to_result(exercise: str, mode: str) -> tuple[float, dict]:
+    """Seconds from starting the grading child, as studybot's worker does for a claimed job, to
+    its result; the environment carries the pool mode into the child."""
+    sys.path.insert(0, str(ROOT))
+    from studybot.worker.child import GradingChild
+    import tempfile
+    os.environ.update(MODES[mode])
+    with tempfile.TemporaryDirectory() as workdir:
+        job = {"notebook": str(ROOT / "exercises" / exercise / "reference.ipynb"), "exercise_id": exercise,
+               "exercises_dir": None, "data_dir": None, "runs": None, "check": False, "unsafe": False,
+               "plot": str(pathlib.Path(workdir) / "plot.png"), "load_dataset": None, "sys_path": sys.path,
+               "parent": os.getpid()}
+        started = time.perf_counter()
+        child = GradingChild(job)
+        while True:
+            message = child.next_message(timeout=0.2)
+            if message is not None and message.get("type") in ("result", "error"):
+                seconds = time.perf_counter() - started
+                child.wait()
+                if message["type"] == "error":
+                    sys.exit(f"the grading child failed: {message.get('message')}")
+                return seconds, message["result"]
+            if child.exited:
+                sys.exit(f"the grading child died ({child.exit_description()})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exercise", default="digits")
     parser.add_argument("--repeats", type=int, default=1, help="measure each side this many times")
+    parser.add_argument("--modes", default="off,serial,idle", help=f"pool modes to compare, of {','.join(MODES)}")
+    parser.add_argument("--worker", action="store_true",
+                        help="time claim-to-result through the worker's grading child instead")
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seeds", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -88,30 +139,60 @@ def main() -> None:
         plain(args.exercise, [int(s) for s in args.seeds.split(",")])
         return
 
+    modes = args.modes.split(",")
     notebook = ROOT / "exercises" / args.exercise / "reference.ipynb"
     print(f"caching the {args.exercise} reference on this machine (untimed) ...", file=sys.stderr)
     subprocess.run([str(GRADER), "reference", args.exercise, "--no-plot", "--json"], cwd=ROOT,
                    capture_output=True, check=False)
-    grader_seconds, plain_seconds, grader_train, plain_train = [], [], [], []
-    for _ in range(args.repeats):
-        seconds, out = timed([str(GRADER), "grade", str(notebook), "--exercise", args.exercise, "--json", "--no-plot"])
-        result = json.loads(out)
-        if result["status"] not in ("passed", "below_target", "too_slow"):
-            sys.exit(f"grader: {result['status']}: {result['message']}")
-        grader_seconds.append(seconds)
-        grader_train.append(result["train_seconds"])
+    if args.worker:
+        walls = {mode: [] for mode in modes}
+        for _ in range(args.repeats):
+            for mode in modes:  # each in a fresh process, so no pool survives from one to the next
+                seconds, out = timed([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+                                      f"from bench.grader_overhead import claim_to_result; import json; "
+                                      f"print(json.dumps(claim_to_result({args.exercise!r}, {mode!r})))"])
+                walls[mode].append(json.loads(out.strip().splitlines()[-1])[0])
+        print(f"{args.exercise}: claim to result through the worker's grading child, {os.cpu_count()} CPUs, "
+              f"load {os.getloadavg()[0]:.1f}, median of {args.repeats} interleaved repeat(s)")
+        for mode in modes:
+            print(f"  {mode:<7} {statistics.median(walls[mode]):7.2f} s   (each: "
+                  f"{', '.join(f'{w:.1f}' for w in walls[mode])})")
+        return
+    measured = {mode: [] for mode in modes + ["in-process"]}  # per repeat: (wall, overhead per run, median train)
+    waits = {mode: [] for mode in modes}
+    for repeat in range(args.repeats):
+        for mode in modes:
+            seconds, out = timed([str(GRADER), "grade", str(notebook), "--exercise", args.exercise, "--json",
+                                  "--no-plot"], env=MODES[mode])
+            result = json.loads(out)
+            if result["status"] not in ("passed", "below_target", "too_slow"):
+                sys.exit(f"grader ({mode}): {result['status']}: {result['message']}")
+            runs = result["runs"]
+            measured[mode].append((seconds, overhead_per_run(seconds, runs), result["train_seconds"]))
+            waits[mode] += [r.get("sandbox_wait_seconds") or 0.0 for r in runs]
         seeds = ",".join(str(s) for s in result["config"]["seeds"])
         seconds, out = timed([sys.executable, __file__, "--plain", "--exercise", args.exercise, "--seeds", seeds])
-        plain_seconds.append(seconds)
-        plain_train.append(statistics.median(r["train_seconds"] for r in json.loads(out)["runs"]))
+        runs = json.loads(out)["runs"]
+        measured["in-process"].append((seconds, overhead_per_run(seconds, runs),
+                                       statistics.median(r["train_seconds"] for r in runs)))
 
-    runs = len(result["runs"])
-    g, p = statistics.median(grader_seconds), statistics.median(plain_seconds)
-    print(f"{args.exercise}: {runs} runs on {result['hardware']['device_name']} ({result['hardware']['device']}), "
-          f"torch {result['hardware']['torch']}, {os.cpu_count()} CPUs, median of {args.repeats} repeat(s)")
-    print(f"  grader grade (sandbox, fresh process per run): {g:7.2f} s wall   median train() {statistics.median(grader_train):.3f} s")
-    print(f"  plain in-process script, same seeds and data:  {p:7.2f} s wall   median train() {statistics.median(plain_train):.3f} s")
-    print(f"  overhead: {g - p:+.2f} s, ratio {g / p:.2f}x  ({(g - p) / runs:.2f} s per run)")
+    def median(mode, index):
+        return statistics.median(m[index] for m in measured[mode])
+    print(f"{args.exercise}: {len(result['runs'])} runs on {result['hardware']['device_name']} "
+          f"({result['hardware']['device']}), torch {result['hardware']['torch']}, {os.cpu_count()} CPUs, "
+          f"load {os.getloadavg()[0]:.1f}, median of {args.repeats} interleaved repeat(s)")
+    base = median("in-process", 1)
+    print(f"  {'side':<11} {'wall s':>8} {'overhead/run s':>15} {'minus in-process':>17} {'median train s':>15} "
+          f"{'median wait s':>14}")
+    for mode in ["in-process"] + modes:
+        wait = f"{statistics.median(waits[mode]):14.2f}" if mode in waits else f"{'':14}"
+        print(f"  {mode:<11} {median(mode, 0):8.2f} {median(mode, 1):15.2f} {median(mode, 1) - base:+17.2f} "
+              f"{median(mode, 2):15.3f} {wait}")
+    if "off" in modes:
+        for mode in modes:
+            if mode != "off":
+                print(f"  {mode} against off: wall {median(mode, 0) / median('off', 0):.2f}x, sandbox overhead per run "
+                      f"{(median(mode, 1) - base) / max(median('off', 1) - base, 1e-9):.2f}x")
 
 
 if __name__ == "__main__":

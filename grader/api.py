@@ -40,6 +40,8 @@ def grade_submission(notebook, spec, *, data_dir: pathlib.Path, load_dataset=Non
     is not cached yet). Never raises for anything the learner did."""
     options = dict(data_dir=data_dir, load_dataset=load_dataset, unsafe_no_sandbox=unsafe_no_sandbox,
                    progress=progress)
+    # The first sandbox starts now, beside the dataset's load and the reference's look-up.
+    grading.warm_pool(spec, data_dir=data_dir, unsafe_no_sandbox=unsafe_no_sandbox)
     try:
         extract_exports(notebook)
     except InvalidNotebook:
@@ -67,6 +69,7 @@ def check_submission(notebook, spec, *, data_dir: pathlib.Path, load_dataset=Non
         from grader import datasets
 
         load_dataset = datasets.load  # the public split: what the notebook's try-out cell sees too
+    grading.warm_pool(spec, data_dir=data_dir, unsafe_no_sandbox=unsafe_no_sandbox)
     result = grading.grade(notebook, spec, data_dir=data_dir, reference=NO_REFERENCE, runs=1,
                            load_dataset=load_dataset, unsafe_no_sandbox=unsafe_no_sandbox, progress=progress,
                            plot_path=plot_path)

@@ -18,9 +18,11 @@ import argparse
 import datetime
 import json
 import pathlib
+import signal
 import sys
+import threading
 
-from grader import metrics, results
+from grader import metrics, pool, results
 from grader.errors import GraderError
 from grader.paths import UNSAFE_FLAG, UNSAFE_WARNING, resolve_data_dir
 from grader.spec import default_exercises_dir, find_exercise, list_exercises
@@ -323,6 +325,7 @@ def main(argv=None, *, load_dataset=None) -> int:
     if getattr(args, "runs", None) is not None and args.runs < 1:
         print("grader: --runs must be at least 1", file=sys.stderr)
         return 2
+    previous = _drain_pools_on_sigterm()
     try:
         return args.handler(args, load_dataset)
     except GraderError as e:
@@ -332,6 +335,19 @@ def main(argv=None, *, load_dataset=None) -> int:
         else:
             print(f"grader: {e}", file=sys.stderr)
         return EXIT_INFRA
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _drain_pools_on_sigterm():
+    """SIGTERM ends a grade through the normal exit, which kills the waiting sandboxes
+    (grader/pool.py); returns the handler it replaced (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+    pool.drain_on_sigterm()
+    return previous
 
 
 if __name__ == "__main__":

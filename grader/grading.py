@@ -5,7 +5,8 @@ or measures it by grading the reference notebook through this same path).
 One timed run, in its own fresh sandbox (so nothing a run caches in memory or on disk can
 help the next one):
 
-    1. start the sandbox; the runner imports torch and initializes the device   (off the clock)
+    1. take a started sandbox from the warm pool (grader/pool.py: bwrap, the runner, torch,
+       the device, started ahead with no code and no data) and hand it the code  (off the clock)
     2. `load`: the exported code is executed and its train/predict checked       (off the clock)
     3. `warmup` (if the spec allows): train+predict on random noise of the real
        shapes with random labels, capped at spec.warmup_cap_seconds    (off the clock, recorded)
@@ -39,6 +40,7 @@ that could see the export.
 """
 
 import dataclasses
+import functools
 import hashlib
 import importlib.metadata
 import io
@@ -64,7 +66,8 @@ import numpy as np
 from grader import kinds, metrics, results, review, weights
 from grader.errors import DatasetMissing, GraderError, InfraError, InvalidNotebook
 from grader.notebook import extract_exports
-from grader.sandbox import GPU_INDEX, JobPaths, Sandbox, check_available, draw_sandbox_uid
+from grader.sandbox import GPU_INDEX, JobPaths, Sandbox, SandboxConfig, check_available
+from grader import pool as sandbox_pool
 from grader import sandbox as sandbox_module
 
 # ---- tunables -------------------------------------------------------------------------------
@@ -83,6 +86,8 @@ EXPORT_CAP_FACTOR = 2             # deploy: export()'s folder holds this many ti
                                   # write fails (ENOSPC)
 MAX_EXPORT_FILES = 1000           # deploy: files and folders an export may hold
 EXPORT_PACK_OVERHEAD_BYTES = 4096  # deploy: tar headers per file or folder, on top of the files' bytes
+PREIMPORTABLE = ("fastai", "pandas", "sklearn", "timm", "torchvision")  # course libraries a waiting sandbox
+                                  # imports ahead when the exercise's reference imports them (off every clock)
 
 
 @dataclasses.dataclass
@@ -496,25 +501,96 @@ def predict_limit(spec, reference: dict | None) -> tuple[float, str | None]:
                       "do all training in train()")
 
 
-def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, spec, prepared: kinds.Prepared,
+def _one_run(*, run_index: int, run_count: int, seed: int, warmup_seed: int | None, code: str, spec, prepared: kinds.Prepared,
              arrays: pathlib.Path, workspace: pathlib.Path, device: str, unsafe_no_sandbox: bool,
              progress, predict_seconds_limit: float, predict_hint: str | None,
              hidden: tuple = (), weights_dir: pathlib.Path | None = None,
              target: str | None = None) -> tuple[results.RunRecord | None, RunFailed | None, str, dict]:
     """One timed run. Returns (record, failure, log tail, the runner's hello); a deployment run
     whose export is over the size limit returns both its record and the failure."""
-    job = JobPaths(workspace / f"run{run_index}")
-    uid = None if unsafe_no_sandbox else draw_sandbox_uid()
-    job.create(code, owner_uid=uid, export=spec.deploy is not None)
+    cap = export_cap_bytes(spec.deploy) if spec.deploy is not None else None
+    config = sandbox_config(spec, device=device, unsafe_no_sandbox=unsafe_no_sandbox, hidden=hidden,
+                            weights_dir=weights_dir, export_cap=cap)
+    # A sandbox started ahead (grader/pool.py): bwrap, the runner and torch are up; it has no code, no data.
+    # On a deployment exercise the fresh predict sandbox still follows, so this is never the last.
+    last = run_index == run_count - 1 and spec.deploy is None and not sandbox_pool.KEEP_WARM_BETWEEN_GRADES
+    sandbox = sandbox_pool.shared(config).take(last=last)  # InfraError if none can start
+    try:
+        return _run_in(sandbox, run_index=run_index, seed=seed, warmup_seed=warmup_seed, code=code, spec=spec,
+                       prepared=prepared, arrays=arrays, workspace=workspace, device=device,
+                       unsafe_no_sandbox=unsafe_no_sandbox, progress=progress,
+                       predict_seconds_limit=predict_seconds_limit, predict_hint=predict_hint, hidden=hidden,
+                       weights_dir=weights_dir, target=target, cap=cap)
+    finally:
+        sandbox.kill()  # single use, whatever happened
+        sandbox.finish()
+        shutil.rmtree(sandbox.job.root, ignore_errors=True)
+
+
+def sandbox_config(spec, *, device: str, unsafe_no_sandbox: bool, hidden: tuple = (),
+                   weights_dir: pathlib.Path | None = None, export_cap: int | None = None,
+                   deployed: bool = False) -> SandboxConfig:
+    """What a sandbox for this exercise is started with, before it meets any code or data."""
+    return SandboxConfig(device=device, memory_limit_mb=spec.memory_limit_mb,
+                         prime=not spec.warmup and not deployed, data_kind=spec.data_kind,
+                         weights_dir=weights_dir, extra_hidden_paths=tuple(hidden), export_cap_bytes=export_cap,
+                         deployed=deployed, preimports=preimports_for(spec.reference_notebook),
+                         unsafe_no_sandbox=unsafe_no_sandbox)
+
+
+def preimports_for(reference_notebook) -> tuple:
+    """The course libraries (PREIMPORTABLE) the exercise's reference imports in its exports: a
+    learner's notebook likely imports them too, so a waiting sandbox imports them ahead."""
+    try:
+        path = pathlib.Path(reference_notebook)
+        return _preimports(str(path), path.stat().st_mtime_ns)
+    except (OSError, TypeError):
+        return ()
+
+
+@functools.lru_cache(maxsize=64)
+def _preimports(path: str, _mtime_ns: int) -> tuple:
+    import ast
+    try:
+        tree = ast.parse(extract_exports(path))
+    except (InvalidNotebook, SyntaxError, ValueError):
+        return ()
+    found = []
+    for node in ast.walk(tree):
+        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+        for name in names:
+            if name.split(".")[0] in PREIMPORTABLE and name not in found:
+                found.append(name)
+    return tuple(found)
+
+
+def warm_pool(spec, *, data_dir: pathlib.Path, unsafe_no_sandbox: bool = False) -> None:
+    """Start this exercise's sandboxes now (grader/api.py, before the dataset and the reference
+    are loaded), so the first run finds one ready. Never raises: grading reports any problem."""
+    try:
+        if not unsafe_no_sandbox:
+            check_available()
+        hardware, _ = detect_hardware(spec.device)
+        cap = export_cap_bytes(spec.deploy) if spec.deploy is not None else None
+        sandbox_pool.shared(sandbox_config(spec, device=hardware["device"], unsafe_no_sandbox=unsafe_no_sandbox,
+                                           hidden=(pathlib.Path(data_dir),), weights_dir=weights.ensure_cache(data_dir),
+                                           export_cap=cap))
+    except Exception:  # noqa: BLE001  an optimisation only
+        pass
+
+
+def _run_in(sandbox: Sandbox, *, run_index: int, seed: int, warmup_seed: int | None, code: str, spec,
+            prepared: kinds.Prepared, arrays: pathlib.Path, workspace: pathlib.Path, device: str,
+            unsafe_no_sandbox: bool, progress, predict_seconds_limit: float, predict_hint: str | None,
+            hidden: tuple, weights_dir: pathlib.Path | None, target: str | None,
+            cap: int | None) -> tuple[results.RunRecord | None, RunFailed | None, str, dict]:
+    job = sandbox.job
     pending = job.root / "pending"  # folders copied (hard links) before the clock, renamed in at reveal
     if prepared.folders:  # a deployed run's test folder goes to the fresh sandbox instead
         test_folders = prepared.test_files if spec.deploy is None else ()
         kinds.stage_folders(arrays, pending, prepared.train_files + test_folders)
     curve = []
-    cap = export_cap_bytes(spec.deploy) if spec.deploy is not None else None
-    sandbox = Sandbox(job, device=device, memory_limit_mb=spec.memory_limit_mb, uid=uid, prime=not spec.warmup,
-                      unsafe_no_sandbox=unsafe_no_sandbox, extra_hidden_paths=hidden, data_kind=spec.data_kind,
-                      target=target, weights_dir=weights_dir, export_cap_bytes=cap)
     export_full = (f"export() wrote more than its folder holds ({cap / 2**20:.0f} MiB, twice this exercise's "
                    f"{spec.deploy.export_max_mb:g} MiB limit) and the write was refused: export a smaller model"
                    if cap is not None else "")
@@ -525,10 +601,10 @@ def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, s
     hello = {}
     run_load_average = load_average()
     run_gpu = gpu_state(GPU_INDEX) if device == "cuda" else None
-    sandbox.start()  # InfraError if it cannot
+    sandbox.handoff(code)
     try:
         hello = talk.expect("hello", budget=STARTUP_TIMEOUT_SECONDS, what="sandbox start-up")
-        sandbox.send(cmd="load")
+        sandbox.send(cmd="load", target=target)
         talk.expect("loaded", budget=STARTUP_TIMEOUT_SECONDS, what="loading the exported cells")
         if warmup_seed is not None:
             progress("phase", run=run_index, text="warm-up (untimed)")
@@ -584,12 +660,13 @@ def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, s
     log_tail = outcome.log_tail
     if spec.deploy is not None:
         progress("phase", run=run_index, text="load() and predict() in a fresh process on the CPU")
-        deployed, failure, deployed_tail = _predict_deployed(
+        deployed, failure, deployed_tail, deployed_wait = _predict_deployed(
             run_index=run_index, code=code, spec=spec, prepared=prepared, arrays=arrays, workspace=workspace,
             export_pack=job.export_pack, unsafe_no_sandbox=unsafe_no_sandbox, progress=progress,
             predict_seconds_limit=predict_seconds_limit, predict_hint=predict_hint, hidden=hidden,
             weights_dir=weights_dir, target=target)
         log_tail = _joined_tail(outcome.log_tail, deployed_tail)
+        sandbox.wait_seconds = (sandbox.wait_seconds or 0.0) + deployed_wait
         if "predictions" not in deployed:
             return None, failure, log_tail, hello
         predictions, predict_seconds = deployed.pop("predictions"), deployed.pop("predict_seconds")
@@ -597,7 +674,9 @@ def _one_run(*, run_index: int, seed: int, warmup_seed: int | None, code: str, s
     record = results.RunRecord(seed=seed, score=score, accuracy=metrics.accuracy_from(spec.metric, score),
                                train_seconds=train_seconds,
                                predict_seconds=predict_seconds, curve=curve, warmup_seconds=warmup_seconds,
-                               load_average=run_load_average, gpu=run_gpu, **deployed)
+                               load_average=run_load_average, gpu=run_gpu,
+                               sandbox_wait_seconds=sandbox.wait_seconds, sandbox_start_seconds=sandbox.start_seconds,
+                               **deployed)
     return record, failure, log_tail, hello
 
 
@@ -615,14 +694,32 @@ def _joined_tail(training_tail: str, deployed_tail: str) -> str:
 def _predict_deployed(*, run_index: int, code: str, spec, prepared: kinds.Prepared, arrays: pathlib.Path,
                       workspace: pathlib.Path, export_pack: pathlib.Path, unsafe_no_sandbox: bool, progress,
                       predict_seconds_limit: float, predict_hint: str | None, hidden: tuple,
-                      weights_dir: pathlib.Path | None, target: str | None) -> tuple[dict, RunFailed | None, str]:
+                      weights_dir: pathlib.Path | None, target: str | None) -> tuple[dict, RunFailed | None, str, float]:
     """Deployment: load() the export and predict() in a fresh CPU-only sandbox that never saw the
     training data. Returns ({predictions, predict_seconds, load_seconds, latency_ms, model_bytes}
     as far as they came, failure, log tail): the measured fields with a failure when the export is
-    over the size limit (the run completed; its figures belong in the result)."""
-    job = JobPaths(workspace / f"run{run_index}-deployed")
-    uid = None if unsafe_no_sandbox else draw_sandbox_uid()
-    job.create(code, owner_uid=uid)
+    over the size limit (the run completed; its figures belong in the result), and the seconds
+    spent waiting for that sandbox."""
+    config = sandbox_config(spec, device="cpu", unsafe_no_sandbox=unsafe_no_sandbox, hidden=hidden,
+                            weights_dir=weights_dir, deployed=True)
+    # Started ahead too, while the training ran: it never saw the training data or process.
+    sandbox = sandbox_pool.shared(config).take(last=run_index == spec.runs - 1 and not sandbox_pool.KEEP_WARM_BETWEEN_GRADES)
+    try:
+        measured, failure, log_tail = _predict_in(sandbox, run_index=run_index, code=code, spec=spec, prepared=prepared,
+                                                  arrays=arrays, export_pack=export_pack, progress=progress,
+                                                  predict_seconds_limit=predict_seconds_limit,
+                                                  predict_hint=predict_hint, target=target)
+        return measured, failure, log_tail, sandbox.wait_seconds
+    finally:
+        sandbox.kill()
+        sandbox.finish()
+        shutil.rmtree(sandbox.job.root, ignore_errors=True)
+
+
+def _predict_in(sandbox: Sandbox, *, run_index: int, code: str, spec, prepared: kinds.Prepared, arrays: pathlib.Path,
+                export_pack: pathlib.Path, progress, predict_seconds_limit: float, predict_hint: str | None,
+                target: str | None) -> tuple[dict, RunFailed | None, str]:
+    job = sandbox.job
     pending = job.root / "pending"
     pending.mkdir(mode=0o755)
     os.chmod(pending, 0o755)
@@ -633,15 +730,12 @@ def _predict_deployed(*, run_index: int, code: str, spec, prepared: kinds.Prepar
         return {}, e, ""
     if prepared.folders:
         kinds.stage_folders(arrays, pending, prepared.test_files)
-    sandbox = Sandbox(job, device="cpu", memory_limit_mb=spec.memory_limit_mb, uid=uid, prime=False,
-                      unsafe_no_sandbox=unsafe_no_sandbox, extra_hidden_paths=hidden, data_kind=spec.data_kind,
-                      target=target, weights_dir=weights_dir, deployed=True)
     talk = _Conversation(sandbox, run_index, progress, [])
     failure, measured = None, {"model_bytes": model_bytes}
-    sandbox.start()
+    sandbox.handoff(code)
     try:
         talk.expect("hello", budget=STARTUP_TIMEOUT_SECONDS, what="the fresh sandbox's start-up")
-        sandbox.send(cmd="load")
+        sandbox.send(cmd="load", target=target)
         talk.expect("loaded", budget=STARTUP_TIMEOUT_SECONDS, what="loading the exported cells")
         # The predict clock: from the moment the export and the test data appear, through
         # load(), the latency probe and predict() on the whole test set, one span.
@@ -714,7 +808,7 @@ def measure(code: str, spec, dataset, *, device: str, seeds: list[int], unsafe_n
             progress("run", run=index, total=len(seeds), seed=seed)
             warmup_seed = secrets.randbits(SEED_BITS) if spec.warmup else None
             record, failure, log_tail, run_hello = _one_run(
-                run_index=index, seed=seed, warmup_seed=warmup_seed, code=code, spec=spec, prepared=prepared,
+                run_index=index, run_count=len(seeds), seed=seed, warmup_seed=warmup_seed, code=code, spec=spec, prepared=prepared,
                 arrays=arrays, workspace=workspace, device=device, unsafe_no_sandbox=unsafe_no_sandbox,
                 progress=progress, predict_seconds_limit=predict_seconds_limit, predict_hint=predict_hint,
                 hidden=hidden, weights_dir=weights_dir, target=target)

@@ -8,7 +8,8 @@ The JSON (Result.to_json) is the grader's only interface to the bot. Fields:
     accuracy, accuracy_std           mean and sample std of test accuracy over the completed runs, for
                                      accuracy-type metrics (accuracy, error_rate); null for the others
     runs                             per run: {seed, score, accuracy, train_seconds, predict_seconds,
-                                     rank_seconds, warmup_seconds, load_average, gpu}
+                                     rank_seconds, warmup_seconds, load_average, gpu,
+                                     sandbox_wait_seconds, sandbox_start_seconds}
                                        rank_seconds = train_seconds + predict_seconds: one
                                          continuous span, from the moment the training data is
                                          handed to the sandbox to the predictions being written
@@ -16,6 +17,10 @@ The JSON (Result.to_json) is the grader's only interface to the bot. Fields:
                                        load_average: os.getloadavg()[0] at the run's start
                                        gpu: {name, driver, sm_clock_mhz, temperature_c} from
                                          nvidia-smi at the run's start, null on CPU (or unknown)
+                                       sandbox_wait_seconds: how long the run waited for its
+                                         sandbox (grader/pool.py): 0-ish when one was ready
+                                       sandbox_start_seconds: that sandbox's start, bwrap to the
+                                         runner's `hello` (torch, CUDA init), mostly hidden by the pool
                                      deployment exercises add (grader/README.md "Deployment exercises"):
                                        load_seconds: load(path) in the fresh CPU process, a part
                                          of predict_seconds
@@ -92,6 +97,8 @@ class RunRecord:
     load_seconds: float | None = None     # deploy: load() in the fresh process (part of predict_seconds)
     latency_ms: float | None = None       # deploy: median ms of predict() on one item, on the CPU
     model_bytes: int | None = None        # deploy: total size of the exported files
+    sandbox_wait_seconds: float | None = None   # the run waited this long for a ready sandbox (s)
+    sandbox_start_seconds: float | None = None  # that sandbox's start, prestart to `hello` (s)
 
     def __post_init__(self):
         if self.score is None:
@@ -106,7 +113,8 @@ class RunRecord:
         data = {"seed": self.seed, "score": self.score, "accuracy": self.accuracy,
                 "train_seconds": self.train_seconds, "predict_seconds": self.predict_seconds,
                 "rank_seconds": self.rank_seconds, "warmup_seconds": self.warmup_seconds,
-                "load_average": self.load_average, "gpu": self.gpu}
+                "load_average": self.load_average, "gpu": self.gpu,
+                "sandbox_wait_seconds": self.sandbox_wait_seconds, "sandbox_start_seconds": self.sandbox_start_seconds}
         if self.model_bytes is not None:  # a deployed run
             data.update(load_seconds=self.load_seconds, latency_ms=self.latency_ms, model_bytes=self.model_bytes)
         return data

@@ -5,8 +5,9 @@ process drives it over two pipes with JSON lines and holds the clock:
 
     grader -> runner (--cmd-fd)          runner -> grader (--event-fd)
     ---------------------------          -----------------------------
-                                         hello {torch, device_name}      after torch + CUDA init
-    load                                 loaded | invalid {message}      exported code exec'd, contract checked
+                                         hello {torch, device_name}      after torch, CUDA init, preimports:
+                                                                         then it may wait, idle, in a pool
+    load {target}                        loaded | invalid {message}      exported code exec'd, contract checked
     warmup {seed}                        warm                            untimed train+predict on noise
     train {seed, nonce}                  done {nonce}   <- clock stops   x_train, y_train to the device,
                                                                          seeding, train(), synchronize
@@ -203,7 +204,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=pathlib.Path, required=True)
     parser.add_argument("--device", choices=("cpu", "cuda"), required=True)
     parser.add_argument("--kind", default="image_tensors", help="the exercise's data kind (grader/kinds.py)")
-    parser.add_argument("--target", default=None, help="tabular: the target column's name")
+    parser.add_argument("--preimport", action="append", default=[],
+                        help="a course library the exercise uses, imported before `hello` (off every clock)")
     parser.add_argument("--export-dir", type=pathlib.Path, default=None,
                         help="deploy, training sandbox: the folder export(model, path) writes into")
     parser.add_argument("--export-pack", type=pathlib.Path, default=None,
@@ -249,9 +251,6 @@ def main(argv=None) -> None:
         # warm-up run every timed run, in its fresh process, would pay that on the clock.
         import torch._dynamo  # noqa: F401
 
-    channel.send("hello", torch=torch.__version__, device=device, device_name=device_name,
-                 cuda=getattr(torch.version, "cuda", None))
-
     from grader import kinds
     from grader.errors import InvalidNotebook
     from grader.notebook import check_contract, check_deploy_contract, exec_exports
@@ -260,6 +259,16 @@ def main(argv=None) -> None:
     data_kind = args.kind
     if data_kind in (kinds.TABULAR, kinds.RATINGS):
         import pandas  # noqa: F401  (imported now, off the clock, not by the first read on it)
+    import importlib
+    for module in args.preimport:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001  an optional speed-up: learner code meets the error itself
+            pass
+
+    # Ready: from here the runner blocks reading its command pipe until it is handed its code.
+    channel.send("hello", torch=torch.__version__, device=device, device_name=device_name,
+                 cuda=getattr(torch.version, "cuda", None))
 
     def read_frame(csv_name: str, dtypes_name: str):
         import pandas as pd
@@ -275,7 +284,7 @@ def main(argv=None) -> None:
         if data_kind == kinds.IMAGE_FOLDER:
             return (args.data / kinds.TRAIN_FOLDER,), {}
         if data_kind == kinds.TABULAR:
-            return (read_frame(kinds.TRAIN_CSV, kinds.TRAIN_DTYPES),), {"target": args.target}
+            return (read_frame(kinds.TRAIN_CSV, kinds.TRAIN_DTYPES),), {"target": target}
         if data_kind == kinds.RATINGS:
             return (read_frame(kinds.TRAIN_CSV, kinds.TRAIN_DTYPES),), {}
         if data_kind == kinds.TEXT:
@@ -377,6 +386,7 @@ def main(argv=None) -> None:
         return test_data[index:index + 1]
 
     deploy = args.export_dir is not None or args.model_dir is not None
+    target = None  # tabular: the target column's name, sent with `load` (a pooled runner starts without it)
     train = predict = export = load = None
     model = None
     reports_sent = 0
@@ -398,6 +408,7 @@ def main(argv=None) -> None:
         kind = command.get("cmd")
 
         if kind == "load":
+            target = command.get("target")
             try:
                 code = args.code.read_text(encoding="utf-8")
                 if any(name in code for name in PROGRESS_BAR_USERS):

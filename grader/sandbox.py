@@ -71,6 +71,7 @@ MAX_OUTPUT_BYTES = 32 << 20           # learner stdout+stderr before the run is 
 LOG_TAIL_BYTES = 16 << 10             # how much of the end of that output is kept (bytes)
 LOG_TAIL_LINES = 40                   # lines of it that go into the result
 MEMORY_POLL_SECONDS = 0.25            # memory watchdog period (s); a scan of /proc costs ~5 ms of CPU
+WAITING_MEMORY_POLL_SECONDS = 2.0     # ... while it waits in a pool with no learner code (s)
 MAX_EVENT_LINE_BYTES = 64 << 10       # longest JSON line accepted from the runner
 MAX_REPORT_EVENTS = 20_000            # report(...) events kept per sandbox; a flood beyond is dropped
 EXIT_GRACE_SECONDS = 5.0              # after `exit`, how long the runner gets before SIGKILL
@@ -138,22 +139,30 @@ class JobPaths:
     @property
     def empty(self): return self.root / "empty"  # bound read-only over hidden paths
 
-    def create(self, code: str, owner_uid: int | None = None, export: bool = False) -> None:
+    def create(self, code: str | None = None, owner_uid: int | None = None, export: bool = False) -> None:
         """Lay out the job directory so the sandbox user can read code and data and write only
         the predictions file, and with `export` the export pack (chowned to owner_uid when the
-        grader is root)."""
+        grader is root). A pooled sandbox is laid out with no code: write_code() at its hand-off."""
         self.root.mkdir(mode=0o711, parents=True, exist_ok=False)
         os.chmod(self.root, 0o711)  # traversable by the sandbox uid, not listable
         for d in (self.code, self.data, self.out_file.parent, self.stage, self.empty):
             d.mkdir(mode=0o755)
             os.chmod(d, 0o755)
-        (self.code / "solution.py").write_text(code, encoding="utf-8")
-        os.chmod(self.code / "solution.py", 0o644)
+        if code is not None:
+            self.write_code(code)
         writable = [self.out_file] + ([self.export_pack] if export else [])
         for path in writable:
             path.touch(mode=0o600)
             if owner_uid is not None:
                 os.chown(path, owner_uid, owner_uid)
+
+
+    def write_code(self, code: str) -> None:
+        """The exported cells, read-only for the sandbox; created once (never replaced)."""
+        path = self.code / "solution.py"
+        with open(path, "x", encoding="utf-8") as f:
+            f.write(code)
+        os.chmod(path, 0o644)
 
 
 @dataclasses.dataclass
@@ -271,29 +280,63 @@ def python_roots() -> list[pathlib.Path]:
     return roots
 
 
-class Sandbox:
-    """One bwrap'd runner process and its three pipes (commands, events, merged output)."""
+@dataclasses.dataclass(frozen=True)
+class SandboxConfig:
+    """Everything a sandbox is started with before any learner code or data exists: sandboxes
+    with equal configs are interchangeable, so a pool (grader/pool.py) keeps them per config.
+    What belongs to one run (the code, a tabular target's name, the data) comes at the hand-off."""
+    device: str = "cpu"
+    memory_limit_mb: int = 4096
+    prime: bool = False                        # import torch's lazy modules at start (no warm-up run)
+    data_kind: str = "image_tensors"
+    weights_dir: pathlib.Path | None = None
+    extra_hidden_paths: tuple = ()
+    export_cap_bytes: int | None = None        # deploy, training sandbox: export()'s capped folder
+    deployed: bool = False                     # deploy, predict sandbox: load() the model from the data
+    preimports: tuple = ()                     # course libraries the exercise uses, imported at start
+    unsafe_no_sandbox: bool = False
 
-    def __init__(self, job: JobPaths, *, device: str, memory_limit_mb: int, uid: int | None,
-                 prime: bool = False, unsafe_no_sandbox: bool = False, extra_hidden_paths=(),
-                 data_kind: str = "image_tensors", target: str | None = None,
-                 weights_dir: pathlib.Path | None = None, export_cap_bytes: int | None = None,
-                 deployed: bool = False):
+
+class Sandbox:
+    """One bwrap'd runner process and its three pipes (commands, events, merged output).
+
+    Its life has two phases. prestart() starts bwrap and the runner, which imports torch (and
+    initialises CUDA, and whatever the config preimports) and says `hello`, then blocks reading
+    its command pipe: no learner code exists in it and no data, so it may wait in a pool, at idle
+    priority. handoff(code) gives it to one run: its normal priority back, the exported cells
+    written where the runner reads them at `load`. A sandbox is handed off once, then killed."""
+
+    # states, for the pool
+    STARTING, READY, DEAD = "starting", "ready", "dead"
+
+    def __init__(self, job: JobPaths, *, uid: int | None, config: SandboxConfig | None = None, **fields):
+        config = config or SandboxConfig(**fields)
+        self.config = config
         self.job = job
         # Deployment exercises: export_cap_bytes (training sandbox) gives export() a folder of that
         # size; deployed (predict sandbox) makes the runner load() the model from the data directory.
-        self.export_cap_bytes = export_cap_bytes
-        self.deployed = deployed
-        self.data_kind = data_kind
-        self.target = target
-        self.weights_dir = pathlib.Path(weights_dir) if weights_dir is not None else None
-        self.extra_hidden_paths = tuple(extra_hidden_paths)
+        self.export_cap_bytes = config.export_cap_bytes
+        self.deployed = config.deployed
+        self.data_kind = config.data_kind
+        self.preimports = tuple(config.preimports)
+        self.weights_dir = pathlib.Path(config.weights_dir) if config.weights_dir is not None else None
+        self.extra_hidden_paths = tuple(config.extra_hidden_paths)
         self.uid = uid  # from draw_sandbox_uid(); the job's predictions file must belong to it
-        self.prime = prime
-        self.device = device
-        self.memory_limit_bytes = memory_limit_mb << 20
-        self.unsafe_no_sandbox = unsafe_no_sandbox
+        self.prime = config.prime
+        self.device = config.device
+        self.memory_limit_bytes = config.memory_limit_mb << 20
+        self.unsafe_no_sandbox = config.unsafe_no_sandbox
         self.events: queue.Queue = queue.Queue()
+        self.state = self.STARTING
+        self.on_change = None           # called (from a reader thread) when state changes: the pool's
+        self.on_finished = None         # called once by finish(): the pool counts it done
+        self.wait_seconds = None        # how long the run that took it from a pool waited for it
+        self._outcome = None
+        self.started_at = None          # time.monotonic() at prestart
+        self.ready_at = None            # ... and when the runner said hello
+        self.handed_off_at = None
+        self.low_priority = self._started_low = False
+        self.first_event = None         # what a runner that died before `hello` said, if anything
         self._process = None
         self._killed_by_grader = False
         self._output_exceeded = False
@@ -302,8 +345,20 @@ class Sandbox:
         self._tail = bytearray()
         self._threads = []
         self._done = threading.Event()
+        self._handed_off = threading.Event()  # the memory watchdog polls fast from here on
         self._exited = False
         self._reports = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def start_seconds(self) -> float | None:
+        """How long its start took, prestart to `hello` (however much of it a pool hid)."""
+        if self.ready_at is None or self.started_at is None:
+            return None
+        return self.ready_at - self.started_at
 
     # ---- command line ------------------------------------------------------------------------
     def _environment(self) -> dict:
@@ -336,7 +391,7 @@ class Sandbox:
                 "--data", IN_DATA if inside else str(self.job.data),
                 "--out", IN_OUT if inside else str(self.job.out_file),
                 "--device", self.device, "--kind", self.data_kind] + (["--prime"] if self.prime else []) + \
-               (["--target", self.target] if self.target else []) + self._deploy_args(inside)
+               [f"--preimport={module}" for module in self.preimports] + self._deploy_args(inside)
 
     def _deploy_args(self, inside: bool) -> list[str]:
         if self.export_cap_bytes is not None:
@@ -422,13 +477,19 @@ class Sandbox:
         return _privilege_drop(staged, self.uid) + self._rlimits() + args
 
     # ---- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> None:
+    def prestart(self, *, low_priority: bool = False) -> None:
+        """Start bwrap and the runner, which gets ready (torch, device, preimports) and waits for
+        its code. low_priority: SCHED_IDLE for the whole tree, so it only takes CPU time nobody
+        else wants; handoff() (or promote()) gives the normal priority back. Raises InfraError."""
         if self.unsafe_no_sandbox and self.export_cap_bytes is not None:
             self.job.unsafe_export.mkdir(mode=0o755, exist_ok=True)  # uncapped: development only
         cmd_read, self._cmd_write = os.pipe()
         self._event_read, event_write = os.pipe()
         self._log_read, log_write = os.pipe()
         command = self.command(cmd_read, event_write)
+        if low_priority:
+            command = ["chrt", "--idle", "0"] + command  # inherited by every process and thread below
+        self.low_priority = self._started_low = low_priority
         try:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log_write, stderr=log_write,
@@ -438,15 +499,61 @@ class Sandbox:
         except OSError as e:
             for fd in (self._cmd_write, self._event_read, self._log_read):
                 os.close(fd)
+            self.state = self.DEAD
             raise InfraError(f"the sandbox could not be started: {e}") from None
         finally:
             for fd in (cmd_read, event_write, log_write):
                 os.close(fd)
-        self._started_at = time.monotonic()
+        self.started_at = time.monotonic()
         for target in (self._read_events, self._read_output, self._watch_memory):
             thread = threading.Thread(target=target, daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def start(self) -> None:
+        """prestart() at normal priority: a sandbox for one run, started on demand."""
+        self.prestart()
+
+    def promote(self) -> None:
+        """Normal scheduling for every thread of the tree (someone waits for this sandbox now)."""
+        if not self.low_priority or self._process is None:
+            return
+        for pid in _descendants(self._process.pid):
+            try:
+                tasks = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in tasks:
+                try:
+                    os.sched_setscheduler(int(tid), os.SCHED_OTHER, os.sched_param(0))
+                except (ProcessLookupError, PermissionError, OSError):
+                    pass  # gone, or (non-root) not allowed: the pool never lowers priority then
+        self.low_priority = False
+
+    def handoff(self, code: str) -> None:
+        """Give this ready sandbox to one run: normal priority (scanned after `hello`, when the
+        runner is blocked and starts no threads), then the exported cells where `load` reads
+        them. The run's data is revealed later, by the grader, on the clock."""
+        if self.handed_off_at is not None:
+            raise RuntimeError("a sandbox serves one run only")
+        self.low_priority = self._started_low  # (again) a scan now that the runner is blocked
+        self.promote()
+        self.job.write_code(code)
+        self.handed_off_at = time.monotonic()
+        self._handed_off.set()
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None and self.state != self.DEAD
+
+    def _set_state(self, state: str) -> None:
+        if self.state == self.DEAD:
+            return
+        self.state = state
+        if state == self.READY:
+            self.ready_at = time.monotonic()
+        callback = self.on_change
+        if callback is not None:
+            callback(self)
 
     def send(self, **message) -> None:
         """Send one command; a dead runner is noticed through the event stream, not here."""
@@ -478,7 +585,10 @@ class Sandbox:
             pass
 
     def finish(self) -> Outcome:
-        """Close the command pipe, give the runner a moment to exit, then kill what remains."""
+        """Close the command pipe, give the runner a moment to exit, then kill what remains.
+        Idempotent: a second call returns the same Outcome."""
+        if self._outcome is not None:
+            return self._outcome
         try:
             os.close(self._cmd_write)
         except OSError:
@@ -489,6 +599,7 @@ class Sandbox:
             self.kill()
             self._process.wait()
         self._done.set()
+        self._handed_off.set()  # wakes the watchdog of a sandbox that never served
         for thread in self._threads:
             thread.join(timeout=5)
         for fd in (self._event_read, self._log_read):
@@ -496,7 +607,7 @@ class Sandbox:
                 os.close(fd)
             except OSError:
                 pass
-        return Outcome(
+        self._outcome = Outcome(
             returncode=self._process.returncode,
             killed_by_grader=self._killed_by_grader,
             output_exceeded=self._output_exceeded,
@@ -504,6 +615,9 @@ class Sandbox:
             output_bytes=self._output_bytes,
             log_tail=self.log_tail(),
         )
+        if self.on_finished is not None:
+            self.on_finished(self)
+        return self._outcome
 
     def log_tail(self) -> str:
         text = bytes(self._tail).decode("utf-8", errors="replace")
@@ -519,11 +633,17 @@ class Sandbox:
                 chunk = b""
             if not chunk:
                 self.events.put({"event": "_exit"})
+                self._set_state(self.DEAD)
                 return
             pending += chunk
             while b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)
                 event = self._parse_event(line)
+                if self.state == self.STARTING:
+                    if event["event"] == "hello":
+                        self._set_state(self.READY)
+                    elif self.first_event is None:
+                        self.first_event = event  # e.g. CUDA unusable: the pool reports it
                 if event["event"] == "report":
                     self._reports += 1
                     if self._reports > MAX_REPORT_EVENTS:
@@ -566,7 +686,14 @@ class Sandbox:
         A cheap poll sums RssAnon+RssShmem, which counts pages shared after fork() once per
         process; only when that passes the limit is it confirmed with the proportional share
         (Pss), so forked workers are not over-counted."""
-        while not self._done.wait(MEMORY_POLL_SECONDS):
+        while True:
+            if self._handed_off.is_set():
+                if self._done.wait(MEMORY_POLL_SECONDS):
+                    return
+            else:  # waiting in a pool: no learner code, so a slow poll; the hand-off wakes it at once
+                self._handed_off.wait(WAITING_MEMORY_POLL_SECONDS)
+                if self._done.is_set():
+                    return
             if self._process.poll() is not None:
                 return
             pids = _descendants(self._process.pid)

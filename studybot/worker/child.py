@@ -4,7 +4,9 @@ The worker (loop.py) starts `python -m studybot.worker.child FD` through Grading
 own session and process group, hands it the job as JSON on stdin and reads JSON lines from the
 pipe FD: progress messages, then one result (or an error). child_main() is the other end: it
 calls the grader library (grader.api.grade_submission), and is the only place in studybot that
-imports the grader, so only this process ever loads torch.
+imports the grader, so only this process ever loads torch. The grader starts the job's first
+sandbox at once (grader/pool.py) and each next run's while the current one trains; they all
+die with this process, and a SIGTERM drains them.
 
 The child never sees the bot's secrets: SCRUBBED_VARIABLES and every SLACK_* variable are left
 out of its environment, even for a worker embedded in another process (the shell's); the
@@ -141,9 +143,12 @@ def child_main(message_fd: int) -> int:
         out.flush()
 
     try:
-        from grader import api
+        from grader import api, pool
         from grader.paths import resolve_data_dir
         from grader.spec import find_exercise
+
+        pool.drain_on_sigterm()  # SIGTERM: the warm sandboxes are killed and their folders removed
+        pool.KEEP_WARM_BETWEEN_GRADES = False  # one job, then this process ends: no sandbox beside the last run
 
         spec = find_exercise(job["exercise_id"], job["exercises_dir"])
 
