@@ -26,6 +26,19 @@ FAST_RETRIES = RetryPolicy(retry_after_scale=0.1, server_error_backoff_seconds=0
 T0 = datetime(2027, 1, 4, 12, 0, tzinfo=timezone.utc)  # a Monday, noon UTC
 
 
+@pytest.fixture(autouse=True)
+def one_workspace():
+    """Each test starts as a single-workspace deployment (what build_services sets in token mode), and
+    the process-wide setting is put back after it: tests that build no services (the queue's, the
+    worker's) must not depend on which test ran before them."""
+    from studybot import teams
+
+    before = teams.single_team()
+    teams.serve_single_team(teams.LOCAL_TEAM)
+    yield
+    teams.serve_single_team(before)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path):
     if request.param == "sqlite":
