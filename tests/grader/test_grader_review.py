@@ -155,7 +155,8 @@ def test_result_json_carries_the_ranking_fields():
     assert (data["rank_seconds"], data["rank_seconds_low"], data["rank_seconds_high"]) == (3.0, 1.0, 5.0)
     assert data["flags"] == [{"code": "predict_heavy", "message": "m"}] and data["reference_remeasured"] is False
     assert set(data["runs"][0]) == {"seed", "score", "accuracy", "train_seconds", "predict_seconds", "rank_seconds",
-                                    "warmup_seconds", "load_average", "gpu"}
+                                    "warmup_seconds", "load_average", "gpu", "sandbox_wait_seconds",
+                                    "sandbox_start_seconds"}
     assert data["speed_ratio"] == pytest.approx(3.03 / 3.0)
 
 

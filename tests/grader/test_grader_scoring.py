@@ -94,7 +94,8 @@ def test_result_json_has_the_agreed_fields():
     assert data["rank_seconds"] == pytest.approx(2.01)  # median of train + predict per run
     assert data["speed_ratio"] == pytest.approx(4.0 / 2.01)  # reference rank 4 s / median rank 2.01 s
     assert set(data["runs"][0]) == {"seed", "score", "accuracy", "train_seconds", "predict_seconds", "rank_seconds",
-                                    "warmup_seconds", "load_average", "gpu"}
+                                    "warmup_seconds", "load_average", "gpu", "sandbox_wait_seconds",
+                                    "sandbox_start_seconds"}
     assert len(data["learning_curves"][0]) == results.MAX_CURVE_POINTS
     assert data["learning_curves"][0][-1]["epoch"] == 499
 
