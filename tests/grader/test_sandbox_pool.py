@@ -51,9 +51,12 @@ def test_a_run_sees_nothing_the_previous_run_left(notebook, grade_tiny):
 import builtins, os, subprocess, sys
 MARKER = {marker!r}
 def train(x_train, y_train, *, seed, device, report=None):
+    # /tmp is the scratch space, except in a checkout under /tmp, where it holds that read-only bind
+    # (grader/sandbox.py): nothing can be left there then
     for folder in ("/scratch", "/tmp", "/dev/shm"):
-        with open(f"{{folder}}/{{MARKER}}", "w") as f:
-            f.write(MARKER)
+        if os.access(folder, os.W_OK):
+            with open(f"{{folder}}/{{MARKER}}", "w") as f:
+                f.write(MARKER)
     os.environ["LEFTOVER"] = MARKER                 # this process's environment
     builtins.LEFTOVER = MARKER                      # interpreter state
     sys.modules["leftover_module"] = type(sys)(MARKER)
