@@ -115,14 +115,9 @@ class Digests:
     def set_schedule(self, user_id: str, cohort_name: str, *, weekday: str | None = None, at: str | None = None,
                      channel: str | None = None, off: bool = False) -> dict[str, Any]:
         """`/study cohort digest NAME --weekday mon --time 09:00 [--channel #private] | --off`."""
-        if off and (weekday or at or channel):
-            raise FieldError("off", "Give either --off, or --weekday and --time (and --channel), not both.")
-        if not off:
-            if not weekday:
-                raise FieldError("weekday", "--weekday is missing: `/study cohort digest NAME --weekday mon "
-                                 "--time 09:00 [--channel #organizers]` (or `--off`).")
-            day = validation.weekday(weekday)
-            when = validation.post_time(at) if at else None
+        day, when = validation.weekly_slot(
+            weekday, at, off=off, also_given=bool(channel),
+            usage="/study cohort digest NAME --weekday mon --time 09:00 [--channel #organizers]")
         with self.db.session() as s:
             cohort = self.cohorts.get(s, cohort_name)
             self.cohorts.require_organizer(user_id, cohort, "schedule the organizers' digest")

@@ -59,3 +59,17 @@ def weekday(raw: str) -> int:
 
 def weekday_name(index: int) -> str:
     return ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")[index]
+
+
+def weekly_slot(weekday_raw: str | None, at: str | None, *, off: bool, usage: str,
+                also_given: bool = False) -> tuple[int | None, time | None]:
+    """The `--weekday D [--time HH:MM] | --off` options of a weekly post (boards, digests): (weekday,
+    time or None for the cohort's own); (None, None) with --off. ``also_given``: other options that
+    --off excludes too. ``usage``: the command to show when --weekday is missing."""
+    if off:
+        if weekday_raw or at or also_given:
+            raise FieldError("off", "Give either --off, or the schedule options, not both.")
+        return None, None
+    if not weekday_raw:
+        raise FieldError("weekday", f"--weekday is missing: `{usage}` (or `--off`).")
+    return weekday(weekday_raw), post_time(at) if at else None

@@ -30,7 +30,6 @@ from sqlalchemy.orm import Session
 
 from studybot.db.engine import Database
 from studybot.db.models import Cohort, Delivery
-from studybot.errors import FieldError
 from studybot.messages import render
 from studybot.services import validation, weekly_slots
 from studybot.services.cohorts import Cohorts
@@ -60,14 +59,8 @@ class WeeklyBoards:
     def set_schedule(self, user_id: str, cohort_name: str, *, weekday: str | None = None, at: str | None = None,
                      off: bool = False) -> dict[str, Any]:
         """`/study cohort leaderboard NAME --weekday fri --time 17:00 | --off`: the weekly channel post."""
-        if off and (weekday or at):
-            raise FieldError("off", "Give either --off, or --weekday and --time, not both.")
-        if not off:
-            if not weekday:
-                raise FieldError("weekday", "--weekday is missing: `/study cohort leaderboard NAME --weekday fri "
-                                 "--time 17:00` (or `--off`).")
-            day = validation.weekday(weekday)
-            when = validation.post_time(at) if at else None
+        day, when = validation.weekly_slot(weekday, at, off=off,
+                                           usage="/study cohort leaderboard NAME --weekday fri --time 17:00")
         with self.db.session() as s:
             cohort = self.cohorts.get(s, cohort_name)
             self.cohorts.require_organizer(user_id, cohort, "schedule leaderboard posts")
