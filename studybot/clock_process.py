@@ -2,8 +2,8 @@
 
 APScheduler is only the ticker. Nothing is pickled into a job store; the truth is the deliveries
 table (see services/posting.py). A second clock process started by mistake waits on a lock
-(PostgreSQL advisory lock, or a file lock beside the SQLite database file: one lock per database,
-so clocks of two different databases never wait on each other) and takes over if the first
+(a PostgreSQL advisory lock keyed by the schema, or a file lock beside the SQLite database file:
+one lock per database and schema, so clocks of two deployments never wait on each other) and takes over if the first
 one dies; even without the lock, the conditional claim keeps every post single."""
 
 from __future__ import annotations
@@ -52,7 +52,10 @@ def clock_lock(db: Database, stop: threading.Event, retry_seconds: float = STAND
     if db.is_postgres:
         connection = db.engine.connect()  # the lock lives as long as this session
         try:
-            while not connection.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": CLOCK_LOCK_ID}).scalar():
+            # Keyed by the schema too: deployments that share a database in separate schemas (and the
+            # tests, one schema each) each have their own clock.
+            while not connection.execute(text("SELECT pg_try_advisory_lock(:id, hashtext(current_schema()))"),
+                                         {"id": CLOCK_LOCK_ID}).scalar():
                 log.warning("another clock process holds the lock; standing by")
                 if stop.wait(retry_seconds):
                     yield False

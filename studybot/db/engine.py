@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-MIGRATION_LOCK_ID = 0x5709B07  # PostgreSQL advisory lock: one process migrates at a time
+MIGRATION_LOCK_ID = 0x5709B07  # PostgreSQL advisory lock (with the schema's hash): one process migrates a schema at a time
 
 
 def make_engine(database_url: str) -> Engine:
@@ -122,7 +122,9 @@ class Database:
         while migrating, and checked before the commit."""
         with self.engine.connect() as connection:
             if self.is_postgres:
-                connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+                # per schema: migrations of deployments in other schemas of this database never wait for this one
+                connection.execute(text("SELECT pg_advisory_lock(:id, hashtext(current_schema()))"),
+                                   {"id": MIGRATION_LOCK_ID})
             else:
                 connection.exec_driver_sql("PRAGMA foreign_keys=OFF")  # before any transaction: else a no-op
             try:
@@ -137,7 +139,8 @@ class Database:
                 connection.commit()
             finally:
                 if self.is_postgres:
-                    connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
+                    connection.execute(text("SELECT pg_advisory_unlock(:id, hashtext(current_schema()))"),
+                                       {"id": MIGRATION_LOCK_ID})
                     connection.commit()
                 else:
                     connection.rollback()
