@@ -17,9 +17,11 @@ Each side is timed as a whole process with the same wall clock, from exec to exi
                reference (no sandbox), then the same seeds on the same data, train + predict +
                accuracy, as grader.grading does, minus the sandbox and the protocol.
 
-With --worker it measures instead what the bot's worker sees: from the moment a claimed job's
-grading child is started (studybot/worker/child.py, exactly as the worker starts it) to its
-result message, per mode (the database's claim and record add milliseconds).
+With --worker it measures instead what the bot's worker sees: from the moment a claimed job is
+handed to the worker's grading process (studybot/worker/child.py, started as the worker starts
+it) to its result message, per mode, for a worker's first job (the process just started) and
+for its next one (torch loaded, a sandbox for the exercise already warm); the database's claim
+and record add milliseconds.
 
 The figure is overhead per run = (wall - sum train - sum predict) / runs, for each side, with
 the train and predict times each side measured itself; the grader's minus the in-process one
@@ -99,30 +101,39 @@ def overhead_per_run(wall: float, runs: list[dict]) -> float:
     return (wall - sum(r["train_seconds"] + r["predict_seconds"] for r in runs)) / len(runs)
 
 
-def claim_to_result(exercise: str, mode: str) -> tuple[float, dict]:
-    """Seconds from starting the grading child, as studybot's worker does for a claimed job, to
-    its result; the environment carries the pool mode into the child."""
+def claim_to_result(exercise: str, mode: str, jobs: int = 2) -> tuple[list[float], dict]:
+    """Seconds from handing a claimed job to the worker's grading process (studybot/worker/child.py,
+    started exactly as the worker starts it) to its result, for `jobs` jobs in a row through one
+    process: the first as a worker that has just started (the process was started with it, so
+    its imports overlap nothing here), the next ones as a worker that has graded before. The
+    environment carries the pool mode into the process."""
     sys.path.insert(0, str(ROOT))
     from studybot.worker.child import GradingChild
     import tempfile
     os.environ.update(MODES[mode])
+    seconds, result = [], None
     with tempfile.TemporaryDirectory() as workdir:
-        job = {"notebook": str(ROOT / "exercises" / exercise / "reference.ipynb"), "exercise_id": exercise,
-               "exercises_dir": None, "data_dir": None, "runs": None, "check": False, "unsafe": False,
-               "plot": str(pathlib.Path(workdir) / "plot.png"), "load_dataset": None, "sys_path": sys.path,
-               "parent": os.getpid()}
+        setup = {"exercises_dir": None, "data_dir": None, "unsafe": False, "load_dataset": None,
+                 "sys_path": sys.path, "parent": os.getpid(), "keep_warm": True, "jobs": None}
         started = time.perf_counter()
-        child = GradingChild(job)
-        while True:
-            message = child.next_message(timeout=0.2)
-            if message is not None and message.get("type") in ("result", "error"):
-                seconds = time.perf_counter() - started
-                child.wait()
-                if message["type"] == "error":
-                    sys.exit(f"the grading child failed: {message.get('message')}")
-                return seconds, message["result"]
-            if child.exited:
-                sys.exit(f"the grading child died ({child.exit_description()})")
+        child = GradingChild(setup)
+        for number in range(1, jobs + 1):
+            child.grade({"id": number, "notebook": str(ROOT / "exercises" / exercise / "reference.ipynb"),
+                         "exercise_id": exercise, "runs": None, "check": False,
+                         "plot": str(pathlib.Path(workdir) / "plot.png")})
+            while True:
+                message = child.next_message(timeout=0.2)
+                if message is not None and message.get("type") in ("result", "error"):
+                    if message["type"] == "error":
+                        sys.exit(f"the grading process failed: {message.get('message')}")
+                    seconds.append(time.perf_counter() - started)
+                    result = message["result"]
+                    break
+                if child.exited:
+                    sys.exit(f"the grading process died ({child.exit_description()})")
+            started = time.perf_counter()
+        child.close()
+    return seconds, result
 
 
 def main() -> None:
@@ -131,7 +142,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="measure each side this many times")
     parser.add_argument("--modes", default="off,serial,idle", help=f"pool modes to compare, of {','.join(MODES)}")
     parser.add_argument("--worker", action="store_true",
-                        help="time claim-to-result through the worker's grading child instead")
+                        help="time claim-to-result through the worker's grading process instead")
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seeds", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -145,18 +156,22 @@ def main() -> None:
     subprocess.run([str(GRADER), "reference", args.exercise, "--no-plot", "--json"], cwd=ROOT,
                    capture_output=True, check=False)
     if args.worker:
-        walls = {mode: [] for mode in modes}
+        walls = {mode: [] for mode in modes}   # the first job of a new worker
+        warm = {mode: [] for mode in modes}    # the next job through the same grading process
         for _ in range(args.repeats):
             for mode in modes:  # each in a fresh process, so no pool survives from one to the next
                 seconds, out = timed([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
                                       f"from bench.grader_overhead import claim_to_result; import json; "
                                       f"print(json.dumps(claim_to_result({args.exercise!r}, {mode!r})))"])
-                walls[mode].append(json.loads(out.strip().splitlines()[-1])[0])
-        print(f"{args.exercise}: claim to result through the worker's grading child, {os.cpu_count()} CPUs, "
+                first, following = json.loads(out.strip().splitlines()[-1])[0]
+                walls[mode].append(first)
+                warm[mode].append(following)
+        print(f"{args.exercise}: claim to result through the worker's grading process, {os.cpu_count()} CPUs, "
               f"load {os.getloadavg()[0]:.1f}, median of {args.repeats} interleaved repeat(s)")
+        print(f"  {'mode':<7} {'first job':>10} {'next job':>10}")
         for mode in modes:
-            print(f"  {mode:<7} {statistics.median(walls[mode]):7.2f} s   (each: "
-                  f"{', '.join(f'{w:.1f}' for w in walls[mode])})")
+            print(f"  {mode:<7} {statistics.median(walls[mode]):9.2f} s {statistics.median(warm[mode]):9.2f} s   "
+                  f"(each: {', '.join(f'{w:.1f}/{n:.1f}' for w, n in zip(walls[mode], warm[mode]))})")
         return
     measured = {mode: [] for mode in modes + ["in-process"]}  # per repeat: (wall, overhead per run, median train)
     waits = {mode: [] for mode in modes}

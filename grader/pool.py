@@ -54,7 +54,8 @@ OVERLAP = os.environ.get("GRADER_POOL_OVERLAP", "serial")  # "serial": a replace
                                        # steals from a CPU run and is not the default
 KEEP_WARM_BETWEEN_GRADES = True       # a grade's last run still leaves a sandbox waiting, for the
                                        # next grade in this process (the reference, then the submission;
-                                       # tests); a one-job process (the worker's grading child) sets False
+                                       # the worker's next job); a one-job process (`studybot work --once`'s
+                                       # grading process) sets False
 MAX_POOLS = 2                          # configs with a pool at once (count); the least recently used
                                        # idle one is closed for a new one (a grade needs 1, deploy 2)
 MEMORY_PER_WAITING_SANDBOX_MB = 512    # what a waiting sandbox may cost (MiB; CPU torch + _dynamo measured

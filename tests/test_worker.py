@@ -11,7 +11,8 @@ the lease expires); a frozen worker (SIGSTOP) that wakes up after another took i
 whose result is refused (SQLite and PostgreSQL); SIGTERM mid-job (the job goes back to the queue
 at once); four worker processes on PostgreSQL sharing 200 jobs, each claimed and finished exactly
 once (no-op jobs: real grading takes seconds a job); a worker cut off from the database,
-which stops grading after 0.75 x lease and reports nothing; the grading child, which never
+which stops grading after 0.75 x lease and reports nothing; one grading process for job after
+job, replaced when it died while idle; the grading process, which never
 sees the bot's secrets or its database URL; and the bot, which never imports the grader.
 """
 
@@ -184,7 +185,9 @@ def grading_children(pid: int) -> list[int]:
 
 
 def grading_child_of(pid: int, logs) -> int:
-    """The worker's grading child once it is running (not the sandbox probe run at start-up)."""
+    """The worker's grading child once a job is in its hands (the child is started with the worker,
+    before the first claim, so its existence alone says nothing about the job)."""
+    wait_for(lambda: "claimed job" in logs(), "a claimed job", logs=logs)
     return wait_for(lambda: next(iter(grading_children(pid)), None), "the worker's grading child", logs=logs)
 
 
@@ -211,6 +214,34 @@ def test_a_job_is_graded_end_to_end_by_studybot_work_once(workers, sqlite_db, no
     assert re.search(rf"finished job {job.id} \(submission {sid}\): passed in [\d.]+ s", log)
     assert MARKER not in log and "must-not-leak" not in log and "xoxb" not in log
     assert worker.returncode == 0
+
+
+def test_one_grading_process_grades_job_after_job(workers, sqlite_db, notebooks):
+    # Two jobs through one worker: the grading process it started before its first claim grades
+    # both (torch and the warm sandbox carry over). A job stopped early takes its process along:
+    # test_sigterm_mid_job_gives_the_job_back_at_once.
+    first, second = enqueue(sqlite_db, notebooks()) + enqueue(sqlite_db, notebooks(), user="U2")
+    workers.start("steady", sqlite_db.url, "--drain", "--poll", "0.1")
+    assert workers.wait("steady") == 0, workers.log("steady")
+    log = workers.log("steady")
+    assert [row(sqlite_db, sid)[0].status for sid in (first, second)] == ["passed", "passed"], log
+    assert len(re.findall(r"grading process \d+ started", log)) == 1, log
+    assert "stopped after 2 job(s)" in log
+
+
+def test_a_grading_process_that_died_while_idle_is_replaced_before_the_next_job(workers, sqlite_db, notebooks):
+    worker = workers.start("resilient", sqlite_db.url, "--poll", "0.1")
+    logs = lambda: workers.log("resilient")  # noqa: E731
+    wait_for(lambda: "grading process" in logs(), "the grading process", logs=logs)
+    idle = wait_for(lambda: next(iter(grading_children(worker.pid)), None), "the idle grading process", logs=logs)
+    os.kill(idle, signal.SIGKILL)  # say the kernel's OOM killer chose it while the queue was empty
+    wait_for(lambda: process_state(idle) in (None, "Z"), "the grading process to die")
+    [sid] = enqueue(sqlite_db, notebooks())
+    wait_for(lambda: final(sqlite_db, sid), "the job's result", logs=logs)
+    assert row(sqlite_db, sid)[0].status == "passed", logs()
+    assert len(re.findall(r"grading process \d+ started", logs())) == 2, logs()
+    os.kill(worker.pid, signal.SIGTERM)
+    assert workers.wait("resilient") == 0, logs()
 
 
 def test_an_unknown_exercise_is_an_invalid_notebook_naming_the_known_ones(workers, sqlite_db, notebooks):

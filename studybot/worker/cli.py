@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv=None, *, load_dataset=None) -> int:
     """`studybot work` on its own (`argv` without the word `work`). `load_dataset` replaces
-    grader.datasets.load (tests): it must be a module-level function, since the grading child
+    grader.datasets.load (tests): it must be a module-level function, since the grading process
     imports it by name."""
     parser = argparse.ArgumentParser(prog="studybot work", description="Grade queued submissions.")
     add_arguments(parser)

@@ -2,6 +2,11 @@
 
     claim -> grade (child.py; lease.py keeps the lease) -> finish / fail / release
 
+The grading process (child.py) is started with the worker, before the first claim, so torch is
+imported while the queue is still being polled, and it grades job after job: the warm sandbox it
+keeps for an exercise serves that exercise's next job. A job stopped early takes its grading
+process with it (the next job starts a fresh one), and so does a process that died.
+
 Outcomes. Status infra_error (the grader's problem) -> queue.fail(): retried with backoff,
 then dead (the organizers are told). Any other status (the learner's: passed, crashed,
 timeout…) -> queue.finish(). An unknown exercise is the learner's invalid_notebook.
@@ -72,6 +77,8 @@ class Worker:
         self.abandon = False           # a second signal: give the job back now
         self._wake = threading.Event()
         self.jobs_done = 0
+        self._grading = None           # the grading process (child.py), once started
+        self.grading_processes_started = 0
 
     # signals ------------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -98,6 +105,17 @@ class Worker:
         log.info("worker %s: lanes %s, lease %gs, poll %gs%s", self.worker_id, ",".join(self.lanes),
                  self.lease_seconds, self.poll, " (NO-OP JOBS: nothing is graded)" if self.noop else "")
         failures = 0
+        if not self.noop:
+            self._grading_process()  # torch loads while the first claim is made
+        try:
+            self._claim_until_stopped()
+        finally:
+            self._close_grading_process()
+        log.info("worker %s: stopped after %d job(s)", self.worker_id, self.jobs_done)
+        return 0
+
+    def _claim_until_stopped(self) -> None:
+        failures = 0
         while not self.stopping:
             try:
                 claim = self.queue.claim(self.worker_id, self.lanes)
@@ -116,8 +134,35 @@ class Worker:
             self.jobs_done += 1
             if self.once:
                 break
-        log.info("worker %s: stopped after %d job(s)", self.worker_id, self.jobs_done)
-        return 0
+
+    # the grading process ----------------------------------------------------------------------
+    def _grading_process(self) -> GradingChild:
+        """The live grading process, started (or replaced: dead, or worn out) when needed."""
+        child = self._grading
+        if child is not None and (child.process.poll() is not None or child.worn_out):
+            self._close_grading_process()
+            child = None
+        if child is None:
+            setup = {"exercises_dir": str(self.exercises_dir) if self.exercises_dir else None,
+                     "data_dir": str(self.data_dir) if self.data_dir else None, "unsafe": self.unsafe,
+                     "load_dataset": self.load_dataset_name, "sys_path": sys.path, "parent": os.getpid(),
+                     "keep_warm": not self.once, "jobs": 1 if self.once else None}
+            child = self._grading = GradingChild(setup)
+            self.grading_processes_started += 1
+            log.info("grading process %s started", child.process.pid)
+        return child
+
+    def _discard_grading_process(self) -> None:
+        """Kill it now (a job stopped early, or it misbehaved): the next job starts a fresh one."""
+        child, self._grading = self._grading, None
+        if child is not None:
+            child.kill()
+            child.wait()
+
+    def _close_grading_process(self) -> None:
+        child, self._grading = self._grading, None
+        if child is not None:
+            child.close()
 
     def _sleep(self, seconds: float) -> None:
         self._wake.wait(seconds)
@@ -166,25 +211,27 @@ class Worker:
         notebook = workdir / "submission.ipynb"
         notebook.write_bytes(claim.notebook)
         plot = workdir / "plot.png"
-        job = {"notebook": str(notebook), "exercise_id": claim.exercise_id,
-               "exercises_dir": str(self.exercises_dir) if self.exercises_dir else None,
-               "data_dir": str(self.data_dir) if self.data_dir else None,
-               "runs": runs if claim.lane == "check" else None, "check": claim.lane == "check",
-               "unsafe": self.unsafe, "plot": str(plot),
-               "load_dataset": self.load_dataset_name, "sys_path": sys.path, "parent": os.getpid()}
         progress.expect_runs(runs)  # "run 0 of N" until the first run starts
-        child = GradingChild(job)
+        job = {"id": claim.job_id, "notebook": str(notebook), "exercise_id": claim.exercise_id,
+               "runs": runs if claim.lane == "check" else None, "check": claim.lane == "check", "plot": str(plot)}
+        child = self._grading_process()
+        child.grade(job)
         fence_after = FENCE_AFTER * self.lease_seconds
+        completed = False  # the process answered this job and may take the next one
         try:
             while True:
                 message = child.next_message(timeout=0.2)
                 if message is not None:
+                    if message.get("id") not in (claim.job_id, None):
+                        continue  # not this job's (never expected: jobs go one at a time)
                     kind = message.get("type")
                     if kind == "progress":
                         progress.event(message["kind"], message.get("fields", {}))
                     elif kind == "result":
+                        completed = True
                         return self._record(claim, message["result"], plot, started)
                     elif kind == "error":
+                        completed = message.get("id") is not None  # a job's error; None: the process cannot start
                         return self._fail(claim, f"the grader failed: {message.get('message', '')}", started)
                     continue  # drain what is waiting before deciding anything else
                 if child.exited:
@@ -200,7 +247,7 @@ class Worker:
                     child.kill()
                     # A result the child had already completed (say this process was frozen
                     # meanwhile) is still offered: finish() takes it only if the token holds.
-                    late = child.drain_result(timeout=2.0)
+                    late = child.drain_result(claim.job_id, timeout=2.0)
                     if late is not None:
                         return self._record(claim, late, plot, started)
                     log.warning("job %s: lost the lease (%s): grading killed, nothing reported", claim.job_id, why)
@@ -209,8 +256,8 @@ class Worker:
                     child.kill()
                     return self._release(claim, "worker stopped", started)
         finally:
-            child.kill()
-            child.wait()
+            if not completed:
+                self._discard_grading_process()
 
     # outcomes -----------------------------------------------------------------------------------
     def _record(self, claim, result: dict, plot: pathlib.Path, started: float) -> str:

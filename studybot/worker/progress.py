@@ -1,6 +1,6 @@
 """The grader's progress events, folded into what the bot shows while a job runs ("run k of N").
 
-The grading child forwards the grader's progress callbacks (`run`, `phase`, `run_done`,
+The grading process forwards the grader's progress callbacks (`run`, `phase`, `run_done`,
 `failed`; those of the reference carry reference=True) over its pipe; the worker folds them
 here, and the LeaseKeeper writes the latest state to the job row (studybot/services/feedback.py
 renders it in the learner's DM).
