@@ -261,12 +261,23 @@ def hidden_package_paths() -> tuple[pathlib.Path, ...]:
 
 
 def paths_to_hide(extra=()) -> list[pathlib.Path]:
-    """Hidden directories that the sandbox would otherwise see (those under a bound root)."""
+    """Hidden directories that the sandbox would otherwise see (those under a bound root), each
+    named as the sandbox sees it. A root is bound at its own name, which may run through a symlink
+    (a venv reached by a link, a data directory beside it), while hidden_package_paths() and the
+    extra paths are resolved: so each is matched against the root's real path and named under the
+    root, else the bundled data would stay in sight under the linked name."""
     bound = [pathlib.Path(d) for d in SYSTEM_DIRS] + python_roots() + [GRADER_PACKAGE]
     hidden = []
     for path in list(hidden_package_paths()) + [pathlib.Path(p).resolve() for p in extra]:
-        if path.is_dir() and any(path.is_relative_to(root) for root in bound) and path not in hidden:
-            hidden.append(path)
+        if not path.is_dir():
+            continue
+        for root in bound:
+            real_root = root.resolve()
+            for seen_as in {path.relative_to(real_root) if path.is_relative_to(real_root) else None,
+                            path.relative_to(root) if path.is_relative_to(root) else None} - {None}:
+                inside = root / seen_as
+                if inside not in hidden:
+                    hidden.append(inside)
     return hidden
 
 

@@ -3,6 +3,8 @@ review flags, the predict limit, judging on the ranking time, the reference summ
 
 import dataclasses
 import json
+import pathlib
+import sys
 
 import pytest
 
@@ -185,6 +187,18 @@ def test_hidden_paths_cover_bundled_data_and_data_dirs_under_bound_paths(tmp_pat
     inside = sandbox.python_roots()[0]                        # a data dir inside a bound path is blanked
     assert str(inside.resolve()) in [str(p) for p in sandbox.paths_to_hide([inside])]
 
+
+
+def test_hidden_paths_are_named_as_the_sandbox_sees_a_root_reached_through_a_symlink(tmp_path, monkeypatch):
+    # A venv reached by a link (a checkout whose .venv is a symlink): bwrap binds the root at its linked
+    # name, so the bundled data must be blanked under that name, not only under its real one.
+    real_venv = pathlib.Path(sys.prefix).resolve()
+    linked = tmp_path / "linked-venv"
+    linked.symlink_to(real_venv)
+    monkeypatch.setattr(sandbox, "python_roots", lambda: [linked])
+    hidden = [str(p) for p in sandbox.paths_to_hide()]
+    data = next(p for p in sandbox.hidden_package_paths() if str(p).endswith("sklearn/datasets/data"))
+    assert str(linked / data.relative_to(real_venv)) in hidden, hidden
 
 # ---- the machine's state: never a failed grade -----------------------------------------------------
 
