@@ -128,7 +128,7 @@ def slack_app(settings, db, clock, fake_slack):
 
     chat = SlackChat(make_web_client(BOT_TOKEN, fake_slack.api_url, retry=FAST_RETRIES), post_interval=0.05)
     services = build_services(settings, db, chat, clock)
-    server = BackgroundServer(build_app(services, chat, SIGNING_SECRET), loop_timeout=0.05).start()
+    server = BackgroundServer(build_app(services, chat, SIGNING_SECRET)).start()
     yield RunningApp(server.url, fake_slack, services, clock)
     signed_requests.SESSION.close()  # drop keep-alive connections before the server goes
     server.stop()

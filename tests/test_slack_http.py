@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -10,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from studybot.db.models import Cohort, Delivery
+from studybot.slack.server import make_server
 from tests.conftest import FAST_RETRIES, SIGNING_SECRET
 from tests.support import signed_requests as slack
 from tests.support.waiting import eventually
@@ -306,3 +309,23 @@ def test_find_post_finds_a_tagged_post_in_the_channel_history(fake_slack):
     assert chat.find_post("CSTUDY", since=since, tag="delivery:12") == legacy
     assert [c.args.get("metadata") for c in fake_slack.calls_to("chat.postMessage")][:2] == [
         None, {"event_type": "studybot_delivery", "event_payload": {"tag": "delivery:7"}}]
+
+
+def thread_cpu_seconds(thread) -> float:
+    """CPU time (user + system) one thread of this process has used so far, from /proc."""
+    with open(f"/proc/self/task/{thread.native_id}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def test_an_idle_http_server_sleeps_in_select(slack_app):
+    # Waitress truncates its loop timeout to whole seconds: the 0.05 s the tests once passed became
+    # 0, and the server's event loop spun a core in every test, starving the sandbox's training.
+    with pytest.raises(ValueError, match="whole number of seconds"):
+        make_server(lambda environ, start_response: [], port=0, loop_timeout=0.05)
+    study(slack_app, "help", user="U1")
+    http = next(t for t in threading.enumerate() if t.name == "http")
+    before, started = thread_cpu_seconds(http), time.monotonic()
+    time.sleep(1.0)  # what is measured is the CPU the loop burns meanwhile: about 0 s asleep, 1 s spinning
+    used = thread_cpu_seconds(http) - before
+    assert used < 0.25 * (time.monotonic() - started), used

@@ -109,8 +109,7 @@ def deployment(tmp_path, database_url, db, clock, monkeypatch):
         stores = oauth_stores(settings, db.engine)
         chat = InstallationChat(stores.installations, settings.slack_api_url, retry=FAST_RETRIES, post_interval=0.05)
         services = build_services(settings, db, chat, clock)
-        server = BackgroundServer(build_app(services, chat, SIGNING_SECRET, oauth=oauth_settings(settings, stores)),
-                                  loop_timeout=0.05).start()
+        server = BackgroundServer(build_app(services, chat, SIGNING_SECRET, oauth=oauth_settings(settings, stores))).start()
         try:
             yield Deployment(server.url.removesuffix("/slack/events"), server.url, fake, services, chat)
         finally:

@@ -40,10 +40,16 @@ def wsgi_app(app: App):
 
 
 def make_server(app: App, host: str = "0.0.0.0", port: int = 3000, threads: int = SERVER_THREADS,
-                loop_timeout: float = 1.0) -> BaseWSGIServer:
-    """A waitress server; ``.run()`` serves until ``.close()``. port=0 picks a free port (``.effective_port``).
+                loop_timeout: int = 1) -> BaseWSGIServer:
+    """A waitress server, served by :func:`serve_until`. port=0 picks a free port (``.effective_port``).
 
-    ``loop_timeout`` (seconds) is how often the event loop wakes to notice it was closed."""
+    ``loop_timeout`` (whole seconds) is the longest the event loop sleeps in select(). Waitress reads it
+    with int(): 0.05 would become 0, a select() that never sleeps and an event loop that spins a whole
+    core, so anything under a second is refused. Nothing needs it shorter: serve_until's trigger wakes
+    the loop the moment it must stop."""
+    if loop_timeout != int(loop_timeout) or loop_timeout < 1:
+        raise ValueError(f"loop_timeout must be a whole number of seconds, at least 1 (not {loop_timeout!r}): "
+                         "waitress truncates it, and 0 makes its event loop spin")
     return create_server(wsgi_app(app), host=host, port=port, threads=threads, ident="studybot",
                          asyncore_loop_timeout=loop_timeout)
 
@@ -79,26 +85,26 @@ def serve_until(server: BaseWSGIServer, stop: threading.Event, grace: float) -> 
 
 
 class BackgroundServer:
-    """Serve in a thread and stop cleanly: for tests and benchmarks, which need a real port."""
+    """Serve in a thread and stop cleanly: for tests and benchmarks, which need a real port. It is
+    served and stopped as `studybot serve` is (serve_until), so they exercise that path too."""
+
+    STOP_GRACE_SECONDS = 5.0
 
     def __init__(self, app: App, host: str = "127.0.0.1", port: int = 0, **options) -> None:
         self.server = make_server(app, host=host, port=port, **options)
         self.url = f"http://{host}:{self.server.effective_port}/slack/events"
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="http", daemon=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=serve_until, args=(self.server, self._stop, self.STOP_GRACE_SECONDS),
+                                        name="http", daemon=True)
 
-    def _run(self) -> None:
-        try:
-            self.server.run()
-        except OSError:  # the loop's sockets closed under it by stop()
-            if not self._stopping:
-                raise
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
 
     def start(self) -> "BackgroundServer":
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        self._stopping = True
-        self.server.close()
-        self._thread.join(timeout=5)
+        self._stop.set()
+        self._thread.join(timeout=self.STOP_GRACE_SECONDS + 5)
