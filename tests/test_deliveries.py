@@ -36,10 +36,20 @@ def lesson_posts(chat) -> list[tuple[str, datetime]]:
 
 
 def tick_until(services, clock, end: datetime, step: timedelta, fine_around: datetime | None = None) -> None:
-    """Tick every ``step``; every minute within three hours of ``fine_around`` (a DST change)."""
+    """Tick every ``step``, and at each post's due time in between (as the clock process's ticks
+    would land on it); every minute within 90 minutes of ``fine_around`` (a DST change: the hour
+    that repeats or goes missing, and the posts on either side of it), where a post must go out
+    once at its own minute however often the clock ticks."""
+    window = timedelta(minutes=90)
     while clock.now() < end:
-        near = fine_around is not None and abs(clock.now() - fine_around) < timedelta(hours=3)
-        clock.advance(timedelta(minutes=1) if near else step)
+        now = clock.now()
+        if fine_around is not None and abs(now - fine_around) < window:
+            clock.advance(timedelta(minutes=1))
+        else:
+            stops = [now + step, services.deliveries.next_due()]
+            if fine_around is not None:
+                stops.append(fine_around - window + timedelta(minutes=1))
+            clock.set(min(t for t in stops if t is not None and t > now))
         services.deliveries.tick()
 
 
@@ -172,7 +182,7 @@ def test_dst_spring_forward_in_new_york(settings, db, clock):
     clock.set(datetime(2027, 2, 27, tzinfo=timezone.utc))
     bot = make(settings, db, clock)
     create(bot, start="2027-02-28", at="02:30", tz="America/New_York")
-    tick_until(bot, clock, datetime(2027, 3, 22, tzinfo=timezone.utc), timedelta(minutes=30),
+    tick_until(bot, clock, datetime(2027, 3, 22, tzinfo=timezone.utc), timedelta(hours=6),
                fine_around=datetime(2027, 3, 14, 7, tzinfo=timezone.utc))
     local = [at.astimezone(NEW_YORK).strftime("%a %d %b %H:%M %Z") for _, at in lesson_posts(bot.chat)]
     assert local == ["Sun 28 Feb 02:30 EST", "Sun 07 Mar 02:30 EST", "Sun 14 Mar 03:30 EDT", "Sun 21 Mar 02:30 EDT"]
@@ -183,7 +193,7 @@ def test_dst_fall_back_in_new_york(settings, db, clock):
     clock.set(datetime(2027, 10, 23, tzinfo=timezone.utc))
     bot = make(settings, db, clock)
     create(bot, start="2027-10-24", at="01:30", tz="America/New_York")
-    tick_until(bot, clock, datetime(2027, 11, 15, tzinfo=timezone.utc), timedelta(minutes=30),
+    tick_until(bot, clock, datetime(2027, 11, 15, tzinfo=timezone.utc), timedelta(hours=6),
                fine_around=datetime(2027, 11, 7, 6, tzinfo=timezone.utc))
     posts = lesson_posts(bot.chat)
     assert [at.astimezone(timezone.utc).strftime("%d %b %H:%M") for _, at in posts] == [
