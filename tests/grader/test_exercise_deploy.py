@@ -71,14 +71,27 @@ def predict(model, paths):
 NEAREST_MEAN_BYTES = 2 * 3 * 4 + len("blue\nred\n")
 
 
-def deploy_test_spec(**deploy_changes):
+def deploy_test_spec(directory: pathlib.Path | None = None, **deploy_changes):
     """The deploy exercise's spec on the tiny red-or-blue folder, on the CPU, one run, without
-    pretrained weights (the plain notebooks load none), limits loosened unless a test sets them."""
+    pretrained weights (the plain notebooks load none), limits loosened unless a test sets them.
+    directory: an exercise folder of the test's own (plain_exercise), whose reference decides what
+    a waiting sandbox imports ahead: the real reference's fastai costs seconds per sandbox."""
     spec = load_spec(EXERCISE)
+    if directory is not None:
+        spec = dataclasses.replace(spec, directory=directory)
     limits = dict(export_max_mb=1.0, latency_max_ms=LOOSE_LATENCY_MS, latency_items=PROBE_ITEMS) | deploy_changes
     return dataclasses.replace(spec, dataset="synthetic-folder", runs=1, device="cpu", weights=(), target=0.2,
                                train_budget_seconds=TEST_BUDGET_SECONDS, predict_budget_seconds=TEST_BUDGET_SECONDS,
                                memory_limit_mb=TEST_MEMORY_MB, too_slow_factor=1000.0, deploy=Deploy(**limits))
+
+
+@pytest.fixture
+def plain_exercise(tmp_path) -> pathlib.Path:
+    """An exercise folder whose reference is NEAREST_MEAN: sandboxes that import no course library."""
+    folder = tmp_path / "plain-deploy"
+    folder.mkdir()
+    write_notebook(folder / "reference.ipynb", NEAREST_MEAN)
+    return folder
 
 
 def grade(notebook_path, spec, data_dir):
@@ -240,7 +253,7 @@ def test_an_honest_export_unpacks_to_its_files_and_size(tmp_path):
 # ---- the flow in the real sandbox -------------------------------------------------------------------
 
 
-def test_predict_runs_in_a_fresh_cpu_process_that_sees_only_the_export(sandbox_ready, tmp_path):
+def test_predict_runs_in_a_fresh_cpu_process_that_sees_only_the_export(sandbox_ready, tmp_path, plain_exercise):
     """train() leaves a global, a scratch file and a note of the training folder behind; load()
     and predict() in the fresh process find none of them, cannot write the export, and have no GPU."""
     source = NEAREST_MEAN + '''
@@ -270,7 +283,7 @@ def load(path):
     print("load() checks passed in the fresh process")
     return _load(path)
 '''
-    result = grade(write_notebook(tmp_path / "nb.ipynb", source), deploy_test_spec(), tmp_path)
+    result = grade(write_notebook(tmp_path / "nb.ipynb", source), deploy_test_spec(plain_exercise), tmp_path)
     assert result.status == results.PASSED, (result.status, result.message, result.log_tail)
     assert "load() checks passed in the fresh process" in result.log_tail
     # the probe called predict() on PROBE_ITEMS single items, then once on the whole test set
@@ -287,11 +300,12 @@ def load(path):
     assert "ms per item on the CPU (limit 60000 ms), model 33 bytes (limit 1 MiB)" in result.message
 
 
-def test_an_export_over_the_size_limit_fails_and_says_its_size(sandbox_ready, tmp_path):
+def test_an_export_over_the_size_limit_fails_and_says_its_size(sandbox_ready, tmp_path, plain_exercise):
     source = with_replaced(NEAREST_MEAN, '    (path / "labels").mkdir()',
                            '    (path / "padding.bin").write_bytes(bytes(3 << 19))  # 1.5 MiB\n'
                            '    (path / "labels").mkdir()')
-    result = grade(write_notebook(tmp_path / "nb.ipynb", source), deploy_test_spec(export_max_mb=1.0), tmp_path)
+    spec = deploy_test_spec(plain_exercise, export_max_mb=1.0)
+    result = grade(write_notebook(tmp_path / "nb.ipynb", source), spec, tmp_path)
     assert result.status == results.BAD_OUTPUT, (result.status, result.message, result.log_tail)
     assert result.message.startswith("run 1 of 1: the exported model is 1.5 MiB, over this exercise's 1 MiB limit")
     # the run completed and its figures are in the result
@@ -299,7 +313,7 @@ def test_an_export_over_the_size_limit_fails_and_says_its_size(sandbox_ready, tm
     assert result.as_dict()["runs"][0]["latency_ms"] > 0
 
 
-def test_a_huge_export_is_stopped_by_the_export_folders_cap(sandbox_ready, tmp_path):
+def test_a_huge_export_is_stopped_by_the_export_folders_cap(sandbox_ready, tmp_path, plain_exercise):
     """export() tries to write 64 MiB into a folder capped at twice the 1 MiB limit: the kernel
     refuses the write (ENOSPC) and the learner is told the cap and the limit."""
     source = with_replaced(NEAREST_MEAN, '    (path / "labels").mkdir()',
@@ -307,19 +321,21 @@ def test_a_huge_export_is_stopped_by_the_export_folders_cap(sandbox_ready, tmp_p
                            '        for _ in range(64):\n'
                            '            f.write(bytes(1 << 20))\n'
                            '    (path / "labels").mkdir()')
-    result = grade(write_notebook(tmp_path / "nb.ipynb", source), deploy_test_spec(export_max_mb=1.0), tmp_path)
+    spec = deploy_test_spec(plain_exercise, export_max_mb=1.0)
+    result = grade(write_notebook(tmp_path / "nb.ipynb", source), spec, tmp_path)
     assert result.status == results.BAD_OUTPUT, (result.status, result.message, result.log_tail)
     assert "export() wrote more than its folder holds (2 MiB, twice this exercise's 1 MiB limit)" in result.message
     assert "No space left on device" in result.message and not result.runs
 
 
-def test_a_slow_single_item_predict_is_too_slow(sandbox_ready, tmp_path):
+def test_a_slow_single_item_predict_is_too_slow(sandbox_ready, tmp_path, plain_exercise):
     """predict() on one item takes 0.3 s against a 100 ms limit: too_slow, judged on the median
     of the probe, and not a reason to measure the reference again (the limit is absolute)."""
     source = with_replaced(NEAREST_MEAN, "    labels, means = model\n    print(",
                            "    import time\n    if len(paths) == 1:\n        time.sleep(0.3)\n"
                            "    labels, means = model\n    print(")
-    result = grade(write_notebook(tmp_path / "nb.ipynb", source), deploy_test_spec(latency_max_ms=100.0), tmp_path)
+    spec = deploy_test_spec(plain_exercise, latency_max_ms=100.0)
+    result = grade(write_notebook(tmp_path / "nb.ipynb", source), spec, tmp_path)
     assert result.status == results.TOO_SLOW, (result.status, result.message, result.log_tail)
     assert result.latency_ms >= 300.0
     assert "on the CPU, over this exercise's 100 ms limit" in result.message
@@ -327,9 +343,9 @@ def test_a_slow_single_item_predict_is_too_slow(sandbox_ready, tmp_path):
     assert not api.needs_fresh_reference(result, Reference(summary=result.reference))
 
 
-def test_a_notebook_without_export_and_load_is_invalid(sandbox_ready, tmp_path):
+def test_a_notebook_without_export_and_load_is_invalid(sandbox_ready, tmp_path, plain_exercise):
     source = NEAREST_MEAN.replace("def export(", "def _export(").replace("def load(", "def _load(")
-    result = grade(write_notebook(tmp_path / "nb.ipynb", source), deploy_test_spec(), tmp_path)
+    result = grade(write_notebook(tmp_path / "nb.ipynb", source), deploy_test_spec(plain_exercise), tmp_path)
     assert result.status == results.INVALID_NOTEBOOK, (result.status, result.message, result.log_tail)
     assert "`export` and `load` are not defined in the exported cells" in result.message
 
