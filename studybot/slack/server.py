@@ -66,8 +66,15 @@ def requests_in_hand(server: BaseWSGIServer) -> int:
 def serve_until(server: BaseWSGIServer, stop: threading.Event, grace: float) -> bool:
     """Serve until ``stop`` is set, then drain (see the module docstring) for at most ``grace``
     seconds. True when every request in hand was answered."""
-    wake = threading.Thread(target=lambda: (stop.wait(), server.pull_trigger()), name="http-stop", daemon=True)
-    wake.start()  # the loop sleeps in select(): the trigger wakes it as soon as stop is set
+    def wake() -> None:
+        stop.wait()
+        try:
+            server.pull_trigger()
+        except OSError:
+            pass  # the loop saw the stop at its own timeout and has already closed the trigger
+
+    waker = threading.Thread(target=wake, name="http-stop", daemon=True)
+    waker.start()  # the loop sleeps in select(): the trigger wakes it as soon as stop is set
     while not stop.is_set():
         wasyncore.loop(timeout=server.adj.asyncore_loop_timeout, map=server._map, count=1)
     wasyncore.dispatcher.close(server)  # the listening socket only: the trigger must keep working
