@@ -187,7 +187,7 @@ def grading_children(pid: int) -> list[int]:
 def grading_child_of(pid: int, logs) -> int:
     """The worker's grading child once a job is in its hands (the child is started with the worker,
     before the first claim, so its existence alone says nothing about the job)."""
-    wait_for(lambda: "claimed job" in logs(), "a claimed job", logs=logs)
+    wait_for(lambda: "handed to grading process" in logs(), "a job handed to the grading process", logs=logs)
     return wait_for(lambda: next(iter(grading_children(pid)), None), "the worker's grading child", logs=logs)
 
 

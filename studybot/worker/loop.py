@@ -216,6 +216,7 @@ class Worker:
                "runs": runs if claim.lane == "check" else None, "check": claim.lane == "check", "plot": str(plot)}
         child = self._grading_process()
         child.grade(job)
+        log.info("job %s: handed to grading process %s", claim.job_id, child.process.pid)
         fence_after = FENCE_AFTER * self.lease_seconds
         completed = False  # the process answered this job and may take the next one
         try:
