@@ -22,8 +22,10 @@ When the next sandbox starts, without stealing the running one's CPU or GPU (the
     allowing nice 0): the replacement starts at once when a sandbox is taken, under SCHED_IDLE,
     and handoff() restores normal scheduling for every thread of it. It hides each start
     completely, but on a 2-core CPU machine it slowed the timed training ~3x (measured: a
-    2-thread torch run and an idle-class `import torch` still contend), so it is for machines
-    with cores the run leaves idle (GPU exercises), to be measured there first.
+    2-thread torch run and an idle-class `import torch` still contend; bench/idle_contention.py
+    puts a training beside a loop of sandbox starts: 8.8 s alone, 52 s beside idle-class starts,
+    76 s at nice 19, 78 s at normal priority), so it is for machines with cores the run leaves
+    idle (GPU exercises), to be measured there first.
 
 Every tunable is below, with its unit; GRADER_POOL_SIZE=0 turns pooling off (each take() then
 starts a sandbox on demand, at normal priority: the old behaviour, for comparisons).
