@@ -78,7 +78,6 @@ class Worker:
         self._wake = threading.Event()
         self.jobs_done = 0
         self._grading = None           # the grading process (child.py), once started
-        self.grading_processes_started = 0
 
     # signals ------------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -104,7 +103,6 @@ class Worker:
     def run(self) -> int:
         log.info("worker %s: lanes %s, lease %gs, poll %gs%s", self.worker_id, ",".join(self.lanes),
                  self.lease_seconds, self.poll, " (NO-OP JOBS: nothing is graded)" if self.noop else "")
-        failures = 0
         if not self.noop:
             self._grading_process()  # torch loads while the first claim is made
         try:
@@ -148,7 +146,6 @@ class Worker:
                      "load_dataset": self.load_dataset_name, "sys_path": sys.path, "parent": os.getpid(),
                      "keep_warm": not self.once, "jobs": 1 if self.once else None}
             child = self._grading = GradingChild(setup)
-            self.grading_processes_started += 1
             log.info("grading process %s started", child.process.pid)
         return child
 
