@@ -272,11 +272,9 @@ def paths_to_hide(extra=()) -> list[pathlib.Path]:
         if not path.is_dir():
             continue
         for root in bound:
-            real_root = root.resolve()
-            for seen_as in {path.relative_to(real_root) if path.is_relative_to(real_root) else None,
-                            path.relative_to(root) if path.is_relative_to(root) else None} - {None}:
-                inside = root / seen_as
-                if inside not in hidden:
+            for base in {root, root.resolve()}:
+                inside = root / path.relative_to(base) if path.is_relative_to(base) else None
+                if inside is not None and inside not in hidden:
                     hidden.append(inside)
     return hidden
 

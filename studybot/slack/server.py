@@ -104,10 +104,6 @@ class BackgroundServer:
         self._thread = threading.Thread(target=serve_until, args=(self.server, self._stop, self.STOP_GRACE_SECONDS),
                                         name="http", daemon=True)
 
-    @property
-    def thread(self) -> threading.Thread:
-        return self._thread
-
     def start(self) -> "BackgroundServer":
         self._thread.start()
         return self

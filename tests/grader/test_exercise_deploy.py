@@ -77,10 +77,9 @@ def deploy_test_spec(directory: pathlib.Path | None = None, **deploy_changes):
     directory: an exercise folder of the test's own (plain_exercise), whose reference decides what
     a waiting sandbox imports ahead: the real reference's fastai costs seconds per sandbox."""
     spec = load_spec(EXERCISE)
-    if directory is not None:
-        spec = dataclasses.replace(spec, directory=directory)
     limits = dict(export_max_mb=1.0, latency_max_ms=LOOSE_LATENCY_MS, latency_items=PROBE_ITEMS) | deploy_changes
-    return dataclasses.replace(spec, dataset="synthetic-folder", runs=1, device="cpu", weights=(), target=0.2,
+    return dataclasses.replace(spec, directory=directory or spec.directory, dataset="synthetic-folder", runs=1,
+                               device="cpu", weights=(), target=0.2,
                                train_budget_seconds=TEST_BUDGET_SECONDS, predict_budget_seconds=TEST_BUDGET_SECONDS,
                                memory_limit_mb=TEST_MEMORY_MB, too_slow_factor=1000.0, deploy=Deploy(**limits))
 
