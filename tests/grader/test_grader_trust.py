@@ -234,7 +234,9 @@ def test_extreme_ratio_remeasures_the_reference_beside_the_submission(grade_tiny
     assert result.reference_remeasured is True and result.as_dict()["reference_remeasured"] is True
     assert result.reference["rank_seconds"] < 100.0 and result.reference["format"] == reference_cache.SUMMARY_FORMAT
     assert any("measured again now" in note for note in result.notes)
-    assert result.speed_ratio < api.REMEASURE_FASTER_RATIO * 10  # judged against today's measurement
+    # Judged against today's measurement, not the stale one. (No bound on the ratio itself: a 20 ms
+    # training against a 1-run re-measurement is noise, and flaked beside another pytest worker.)
+    assert result.reference["measured_at"] != stale["measured_at"]
 
 
 # ---- the real digits exercise, one run each -------------------------------------------------------
