@@ -208,6 +208,12 @@ def test_two_workspaces_never_see_each_others_cohorts_submissions_or_boards(depl
         assert [(r.user_id, r.team_id) for r in s.scalars(select(Submission))] == [("U1", TEAM_A)]
     with acting_for(Team(TEAM_B)), deployment.services.db.session() as s:
         assert s.scalars(select(Submission)).all() == []
+
+    def queued_message_is_attached():
+        """The listener stores the queued DM's ts after chat.postMessage answers: the feedback loop edits it."""
+        with acting_for(Team(TEAM_A)), deployment.services.db.session() as s:
+            return s.scalar(select(Submission.dm_ts)) == queued.response["ts"]
+    eventually(queued_message_is_attached)
     # The worker grades it (the queue is across teams); the feedback loop, outside any request, edits
     # the learner's DM with team A's token.
     queue = JobQueue(deployment.services.db, clock)
