@@ -36,8 +36,13 @@ def test_grade_json_end_to_end(capsys, tmp_path, sandbox_ready):
     code, out, _ = run_cli(capsys, "grade", str(TINY_REFERENCE), "--exercise", "tiny", "--json", "--no-plot",
                            "--exercises-dir", str(EXERCISES), "--data-dir", str(data_dir))
     again = json.loads(out)
-    assert again["reference"] == result["reference"] and again["plot"] is None
-    assert not any("measured now" in note for note in again["notes"])
+    assert again["plot"] is None and not any("measured now" in note for note in again["notes"])
+    if again["reference_remeasured"]:
+        # Judged against the cache, the ratio was extreme (a first measurement slowed by a busy machine,
+        # as beside another pytest worker): the reference was measured again beside it, and it says so.
+        assert any("measured again now" in note for note in again["notes"])
+    else:
+        assert again["reference"] == result["reference"]
 
 
 def test_reference_command_writes_the_cache(capsys, tmp_path, sandbox_ready, tiny_spec):
