@@ -702,7 +702,7 @@ def _predict_deployed(*, run_index: int, code: str, spec, prepared: kinds.Prepar
     spent waiting for that sandbox."""
     config = sandbox_config(spec, device="cpu", unsafe_no_sandbox=unsafe_no_sandbox, hidden=hidden,
                             weights_dir=weights_dir, deployed=True)
-    # Started ahead too, while the training ran: it never saw the training data or process.
+    # Started ahead too, between runs (never beside a clock: grader/pool.py); it never saw the training data or process.
     sandbox = sandbox_pool.shared(config).take(last=run_index == spec.runs - 1 and not sandbox_pool.KEEP_WARM_BETWEEN_GRADES)
     try:
         measured, failure, log_tail = _predict_in(sandbox, run_index=run_index, code=code, spec=spec, prepared=prepared,

@@ -14,9 +14,10 @@ that died while waiting: that one is discarded and replaced. Each run still gets
 process, PID namespace, uid (as root), tmpfs and job folder, exactly as an unpooled sandbox.
 
 When the next sandbox starts, without stealing the running one's CPU or GPU (the choice):
-  * by default ("serial") a replacement starts only when the taken sandbox has finished, at
-    normal priority, and take() waits until no sandbox of the pool is starting: no start ever
-    overlaps a clock. What is hidden: the first sandbox of a grade (started beside the dataset's
+  * by default ("serial") a replacement starts only when no taken sandbox of any pool of the
+    process is still running, at normal priority, and take() waits until no sandbox of any pool
+    is starting: no start ever overlaps a clock, not even another exercise's or the deploy
+    exercise's predict pool. What is hidden: the first sandbox of a grade (started beside the dataset's
     load and the reference's look-up) and the one a previous grade in this process left warm.
   * GRADER_POOL_OVERLAP=idle, where the grader may give a priority back (root, or RLIMIT_NICE
     allowing nice 0): the replacement starts at once when a sandbox is taken, under SCHED_IDLE,
@@ -116,7 +117,9 @@ class Pool:
         self._failures, self._last_failure = 0, None
         self._closed = False
         self._counter = 0
-        self._cond = threading.Condition()
+        self._cond = _PROCESS_COND          # one for every pool of the process (see _PROCESS_COND)
+        with self._cond:
+            _live_pools.add(self)
         self._thread = threading.Thread(target=self._keep_filled, name="sandbox-pool", daemon=True)
         self._thread.start()
 
@@ -164,6 +167,7 @@ class Pool:
             if self._closed:
                 return
             self._closed = True
+            _live_pools.discard(self)
             self._cond.notify_all()
         self._thread.join(timeout=30)
         shutil.rmtree(self.workspace, ignore_errors=True)
@@ -189,8 +193,9 @@ class Pool:
 
     def _ready_one(self) -> Sandbox | None:
         """The longest-waiting live ready sandbox; None while there is none, or (at normal
-        priority) while another is still starting, so a start never overlaps a run."""
-        if not self.low_priority and any(s.state == Sandbox.STARTING for s in self._waiting):
+        priority) while another is still starting, in this pool or any other of the process, so a
+        start never overlaps a run."""
+        if not self.low_priority and _starting_at_normal_priority():
             return None
         ready = [s for s in self._waiting if s.state == Sandbox.READY and s.alive()]
         return ready[0] if ready else None
@@ -207,8 +212,8 @@ class Pool:
     def _wanted(self) -> int:
         if self._cold and not self._takers:
             return 0
-        if not self.low_priority and self._in_use and not self._takers:
-            return 0  # normal priority: nothing starts while a taken sandbox may be on a clock
+        if not self.low_priority and not self._takers and _sandboxes_in_use():
+            return 0  # normal priority: nothing starts while a taken sandbox (of any pool) may be on a clock
         return max(self.size, self._takers)
 
     # ---- the pool's thread ------------------------------------------------------------------
@@ -308,6 +313,24 @@ def _start_failure(sandbox: Sandbox) -> str:
 
 
 # ---- the process's pools ------------------------------------------------------------------------
+
+# Every pool of the process shares one lock and condition, because at normal priority a start
+# must not overlap a run of *another* pool either: the deploy exercise's predict pool refills
+# beside its training pool's next run, and the previous job's exercise keeps a sandbox warm
+# while this job's exercise is graded. Each pool's rules (_ready_one, _wanted) look at all.
+_PROCESS_COND = threading.Condition()
+_live_pools: set[Pool] = set()          # pools not closed yet (lock: _PROCESS_COND)
+
+
+def _starting_at_normal_priority() -> bool:
+    """Whether a normal-priority pool of the process has a sandbox starting (lock held)."""
+    return any(s.state == Sandbox.STARTING for p in _live_pools if not p.low_priority for s in p._waiting)
+
+
+def _sandboxes_in_use() -> int:
+    """Sandboxes of the process's pools taken and not finished yet (lock held)."""
+    return sum(p._in_use for p in _live_pools)
+
 
 _pools: dict[SandboxConfig, Pool] = {}   # most recently used last
 _pools_lock = threading.Lock()

@@ -128,6 +128,55 @@ def test_a_sandbox_that_dies_while_waiting_is_replaced_not_handed_out(sandbox_re
         tiny_pool.close()
 
 
+def _next_start(tiny_pool, timeout: float = 30.0):
+    """The sandbox the pool starts next (polled: the pool's thread starts it)."""
+    deadline = time.monotonic() + timeout
+    while not tiny_pool.waiting:
+        assert time.monotonic() < deadline, "the pool started nothing"
+        time.sleep(0.01)
+    return tiny_pool.waiting[0]
+
+
+def test_a_pool_never_starts_a_sandbox_beside_another_pools_run(sandbox_ready, tiny_spec):
+    """Serial mode across pools: the deploy exercise's predict pool, or the previous job's exercise,
+    must not start a sandbox while a run of another pool may be on its clock."""
+    import dataclasses
+
+    training = pool.Pool(_tiny_config(tiny_spec), size=1, low_priority=False)
+    other = None
+    try:
+        running = training.take()
+        try:
+            # A second exercise's pool, created while the first pool's sandbox is on its clock.
+            other = pool.Pool(dataclasses.replace(_tiny_config(tiny_spec), memory_limit_mb=768), size=1,
+                              low_priority=False)
+            time.sleep(1.0)  # the run's clock; a start beside it would begin within milliseconds
+        finally:
+            finished_at = time.monotonic()
+            running.kill()
+            running.finish()
+        [waiting] = other.wait_until_ready(1)
+        assert waiting.started_at >= finished_at, f"started {finished_at - waiting.started_at:.2f} s before the run ended"
+        # While the other pool's run is on its clock nothing refills; once it is over the other pool
+        # refills, and a take from the first pool waits for that start to end.
+        other_taken = other.take()
+        assert other.waiting == []
+        assert not [s for s in training.waiting if s.state == sandbox_module.Sandbox.STARTING]
+        other_taken.kill()
+        other_taken.finish()
+        refill = _next_start(other)
+        again = training.take()
+        try:
+            assert refill.state != sandbox_module.Sandbox.STARTING, "handed out while another pool's sandbox started"
+        finally:
+            again.kill()
+            again.finish()
+    finally:
+        training.close()
+        if other is not None:
+            other.close()
+
+
 def test_a_waiting_sandbox_sleeps(sandbox_ready, tiny_spec):
     tiny_pool = pool.Pool(_tiny_config(tiny_spec), size=1)
     try:
