@@ -512,11 +512,9 @@ def _one_run(*, run_index: int, run_count: int, seed: int, warmup_seed: int | No
     config = sandbox_config(spec, device=device, unsafe_no_sandbox=unsafe_no_sandbox, hidden=hidden,
                             weights_dir=weights_dir, export_cap=cap)
     # A sandbox started ahead (grader/pool.py): bwrap, the runner and torch are up; it has no code, no data.
-    # On a deployment exercise the fresh predict sandbox still follows, so this is never the last.
-    last = run_index == run_count - 1 and spec.deploy is None and not sandbox_pool.KEEP_WARM_BETWEEN_GRADES
-    sandbox = sandbox_pool.shared(config).take(last=last)  # InfraError if none can start
+    sandbox = sandbox_pool.shared(config).take(end_of_grade=run_index == run_count - 1)  # InfraError if none can start
     try:
-        return _run_in(sandbox, run_index=run_index, seed=seed, warmup_seed=warmup_seed, code=code, spec=spec,
+        return _run_in(sandbox, run_index=run_index, run_count=run_count, seed=seed, warmup_seed=warmup_seed, code=code, spec=spec,
                        prepared=prepared, arrays=arrays, workspace=workspace, device=device,
                        unsafe_no_sandbox=unsafe_no_sandbox, progress=progress,
                        predict_seconds_limit=predict_seconds_limit, predict_hint=predict_hint, hidden=hidden,
@@ -575,12 +573,12 @@ def warm_pool(spec, *, data_dir: pathlib.Path, unsafe_no_sandbox: bool = False) 
         cap = export_cap_bytes(spec.deploy) if spec.deploy is not None else None
         sandbox_pool.shared(sandbox_config(spec, device=hardware["device"], unsafe_no_sandbox=unsafe_no_sandbox,
                                            hidden=(pathlib.Path(data_dir),), weights_dir=weights.ensure_cache(data_dir),
-                                           export_cap=cap))
+                                           export_cap=cap)).warm()
     except Exception:  # noqa: BLE001  an optimisation only
         pass
 
 
-def _run_in(sandbox: Sandbox, *, run_index: int, seed: int, warmup_seed: int | None, code: str, spec,
+def _run_in(sandbox: Sandbox, *, run_index: int, run_count: int, seed: int, warmup_seed: int | None, code: str, spec,
             prepared: kinds.Prepared, arrays: pathlib.Path, workspace: pathlib.Path, device: str,
             unsafe_no_sandbox: bool, progress, predict_seconds_limit: float, predict_hint: str | None,
             hidden: tuple, weights_dir: pathlib.Path | None, target: str | None,
@@ -661,7 +659,7 @@ def _run_in(sandbox: Sandbox, *, run_index: int, seed: int, warmup_seed: int | N
     if spec.deploy is not None:
         progress("phase", run=run_index, text="load() and predict() in a fresh process on the CPU")
         deployed, failure, deployed_tail, deployed_wait = _predict_deployed(
-            run_index=run_index, code=code, spec=spec, prepared=prepared, arrays=arrays, workspace=workspace,
+            run_index=run_index, run_count=run_count, code=code, spec=spec, prepared=prepared, arrays=arrays, workspace=workspace,
             export_pack=job.export_pack, unsafe_no_sandbox=unsafe_no_sandbox, progress=progress,
             predict_seconds_limit=predict_seconds_limit, predict_hint=predict_hint, hidden=hidden,
             weights_dir=weights_dir, target=target)
@@ -691,7 +689,7 @@ def _joined_tail(training_tail: str, deployed_tail: str) -> str:
     return "\n".join(lines[-sandbox_module.LOG_TAIL_LINES:])
 
 
-def _predict_deployed(*, run_index: int, code: str, spec, prepared: kinds.Prepared, arrays: pathlib.Path,
+def _predict_deployed(*, run_index: int, run_count: int, code: str, spec, prepared: kinds.Prepared, arrays: pathlib.Path,
                       workspace: pathlib.Path, export_pack: pathlib.Path, unsafe_no_sandbox: bool, progress,
                       predict_seconds_limit: float, predict_hint: str | None, hidden: tuple,
                       weights_dir: pathlib.Path | None, target: str | None) -> tuple[dict, RunFailed | None, str, float]:
@@ -703,7 +701,7 @@ def _predict_deployed(*, run_index: int, code: str, spec, prepared: kinds.Prepar
     config = sandbox_config(spec, device="cpu", unsafe_no_sandbox=unsafe_no_sandbox, hidden=hidden,
                             weights_dir=weights_dir, deployed=True)
     # Started ahead too, between runs (never beside a clock: grader/pool.py); it never saw the training data or process.
-    sandbox = sandbox_pool.shared(config).take(last=run_index == spec.runs - 1 and not sandbox_pool.KEEP_WARM_BETWEEN_GRADES)
+    sandbox = sandbox_pool.shared(config).take(end_of_grade=run_index == run_count - 1)
     try:
         measured, failure, log_tail = _predict_in(sandbox, run_index=run_index, code=code, spec=spec, prepared=prepared,
                                                   arrays=arrays, export_pack=export_pack, progress=progress,
@@ -913,6 +911,7 @@ def grade(notebook, spec, *, data_dir: pathlib.Path, reference: Reference, load_
             result.notes.append("UNSAFE: ran without the sandbox (--unsafe-no-sandbox-dev-only)")
         else:
             check_available()
+        warm_pool(spec, data_dir=data_dir, unsafe_no_sandbox=unsafe_no_sandbox)  # starts beside the dataset's load
         dataset = _load_dataset(load_dataset, spec, data_dir)
         absent_weights = weights.missing(spec.weights, data_dir)
         if absent_weights:

@@ -18,7 +18,8 @@ When the next sandbox starts, without stealing the running one's CPU or GPU (the
     process is still running, at normal priority, and take() waits until no sandbox of any pool
     is starting: no start ever overlaps a clock, not even another exercise's or the deploy
     exercise's predict pool. What is hidden: the first sandbox of a grade (started beside the dataset's
-    load and the reference's look-up) and the one a previous grade in this process left warm.
+    load and the reference's look-up) and the one a previous grade of the same exercise in this
+    process left warm (from the exercise's second grade on: kept_warm_after_grade).
   * GRADER_POOL_OVERLAP=idle, where the grader may give a priority back (root, or RLIMIT_NICE
     allowing nice 0): the replacement starts at once when a sandbox is taken, under SCHED_IDLE,
     and handoff() restores normal scheduling for every thread of it. It hides each start
@@ -55,10 +56,15 @@ OVERLAP = os.environ.get("GRADER_POOL_OVERLAP", "serial")  # "serial": a replace
                                        # on the 2-core CPU box (bench/grader_overhead.py): idle hides the start
                                        # (wait 0.00 s) but digits' median train() went 1.88 -> 5.39 s, so it
                                        # steals from a CPU run and is not the default
-KEEP_WARM_BETWEEN_GRADES = True       # a grade's last run still leaves a sandbox waiting, for the
-                                       # next grade in this process (the reference, then the submission;
-                                       # the worker's next job); a one-job process (`studybot work --once`'s
-                                       # grading process) sets False
+KEEP_WARM_BETWEEN_GRADES = True       # a grade's final run still leaves a sandbox waiting, for the next
+                                       # grade of the same exercise in this process (the worker's next job),
+                                       # once the exercise has been graded GRADES_BEFORE_KEEPING_WARM times
+                                       # here; a one-job process (`studybot work --once`'s grading process)
+                                       # sets False
+GRADES_BEFORE_KEEPING_WARM = 2         # grades of one config (count) before its final run leaves a sandbox
+                                       # waiting: a one-off exercise's grade leaves none to be killed unused
+                                       # (the suite: 41 of 154 starts were such; a grade's own first sandbox
+                                       # starts beside its dataset's load instead, grading.warm_pool)
 MAX_POOLS = 2                          # configs with a pool at once (count); the least recently used
                                        # idle one is closed for a new one (a grade needs 1, deploy 2)
 MEMORY_PER_WAITING_SANDBOX_MB = 512    # what a waiting sandbox may cost (MiB; CPU torch + _dynamo measured
@@ -110,6 +116,7 @@ class Pool:
         self.workspace = tempfile.mkdtemp(prefix="studybot-pool-")
         os.chmod(self.workspace, 0o711)  # traversable by the sandbox uids, not listable
         self.started = self.discarded = self.expired = 0  # counters, for tests and the bench
+        self.grades = 0                     # grades whose final run this pool served (count)
         self._waiting: list[Sandbox] = []   # started, not handed out: starting or ready
         self._in_use = 0                    # taken and not finished yet
         self._takers = 0                    # threads blocked in take()
@@ -124,10 +131,11 @@ class Pool:
         self._thread.start()
 
     # ---- the interface ----------------------------------------------------------------------
-    def take(self, timeout: float = TAKE_TIMEOUT_SECONDS, *, last: bool = False) -> Sandbox:
+    def take(self, timeout: float = TAKE_TIMEOUT_SECONDS, *, end_of_grade: bool = False) -> Sandbox:
         """A ready sandbox that has never served; its wait_seconds says how long this call waited.
-        last: the caller's last run for now (a grade's final one), so no replacement is started
-        beside it; the pool refills at the next take()."""
+        end_of_grade: for a grade's final run. No replacement is started after it unless this pool
+        keeps one warm for the next grade (kept_warm_after_grade); otherwise it refills at the
+        next warm() or take()."""
         asked = time.monotonic()
         deadline = asked + timeout
         with self._cond:
@@ -157,9 +165,22 @@ class Pool:
             sandbox.on_change = None
             sandbox.on_finished = self._finished
             sandbox.wait_seconds = time.monotonic() - asked
-            self._cold = last
+            if end_of_grade:
+                self.grades += 1
+            self._cold = end_of_grade and not self.kept_warm_after_grade()
             self._cond.notify_all()  # the pool thread starts the replacement (or waits for this one's end)
         return sandbox
+
+    def warm(self) -> None:
+        """A grade is about to ask: start filling now, if the pool went cold (after a grade, or idle)."""
+        with self._cond:
+            self._cold = False
+            self._cond.notify_all()
+
+    def kept_warm_after_grade(self) -> bool:
+        """Whether a grade's final run leaves a sandbox waiting for the next grade: a bet that the next
+        grade in this process is of the same exercise, made once it has been graded here before."""
+        return KEEP_WARM_BETWEEN_GRADES and self.grades >= GRADES_BEFORE_KEEPING_WARM
 
     def close(self) -> None:
         """Kill every sandbox of this pool (waiting or in use), end its thread, remove its folders."""

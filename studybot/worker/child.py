@@ -9,8 +9,8 @@ grader, so only this process ever loads torch.
 
 The process lives as long as the worker, not one job: torch is imported once, before the first
 claim, and the grader's warm sandbox pool (grader/pool.py) survives from one job to the next, so
-a job's first run finds a sandbox already started when it is the same exercise as the last one
-(the sandbox itself still serves one run only, and holds no code and no data while it waits).
+a job's first run finds a sandbox already started when it is the same exercise as the last ones
+(grader/pool.py GRADES_BEFORE_KEEPING_WARM; the sandbox itself still serves one run only, and holds no code and no data while it waits).
 The worker kills the whole process group whenever a job must stop early (lost lease, stop), and
 a process that died, or has graded MAX_JOBS_PER_PROCESS jobs, is replaced before the next job.
 

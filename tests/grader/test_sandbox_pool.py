@@ -177,6 +177,30 @@ def test_a_pool_never_starts_a_sandbox_beside_another_pools_run(sandbox_ready, t
             other.close()
 
 
+def test_a_grade_leaves_a_sandbox_warm_only_for_an_exercise_graded_here_before(sandbox_ready, tiny_spec):
+    """A sandbox left waiting after a grade is a bet that the next grade here is of the same exercise:
+    made from its second grade on, so a one-off exercise leaves nothing to be killed unused."""
+    tiny_pool = pool.Pool(_tiny_config(tiny_spec), size=1, low_priority=False)
+    try:
+        first = tiny_pool.take(end_of_grade=True)  # a one-run grade
+        first.kill()
+        first.finish()
+        assert not tiny_pool.kept_warm_after_grade()
+        started = tiny_pool.started
+        time.sleep(0.5)  # a measured interval: a refill would start within milliseconds
+        assert tiny_pool.started == started and tiny_pool.waiting == []
+
+        tiny_pool.warm()  # the next grade of the exercise begins (grading.warm_pool)
+        second = tiny_pool.take(end_of_grade=True)
+        second.kill()
+        second.finish()
+        assert tiny_pool.kept_warm_after_grade() and tiny_pool.grades == 2
+        [kept] = tiny_pool.wait_until_ready(1)  # for the third grade
+        assert kept is not first and kept is not second
+    finally:
+        tiny_pool.close()
+
+
 def test_a_waiting_sandbox_sleeps(sandbox_ready, tiny_spec):
     tiny_pool = pool.Pool(_tiny_config(tiny_spec), size=1)
     try:
