@@ -20,8 +20,8 @@ Each side is timed as a whole process with the same wall clock, from exec to exi
 With --worker it measures instead what the bot's worker sees: from the moment a claimed job is
 handed to the worker's grading process (studybot/worker/child.py, started as the worker starts
 it) to its result message, per mode, for a worker's first job (the process just started) and
-for its next one (torch loaded, a sandbox for the exercise already warm); the database's claim
-and record add milliseconds.
+for the next ones (torch loaded; from the exercise's third job on, a sandbox already warm:
+grader/pool.py GRADES_BEFORE_KEEPING_WARM); the database's claim and record add milliseconds.
 
 The figure is overhead per run = (wall - sum train - sum predict) / runs, for each side, with
 the train and predict times each side measured itself; the grader's minus the in-process one
@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--modes", default="off,serial,idle", help=f"pool modes to compare, of {','.join(MODES)}")
     parser.add_argument("--worker", action="store_true",
                         help="time claim-to-result through the worker's grading process instead")
+    parser.add_argument("--jobs", type=int, default=3, help="with --worker: jobs in a row through one process")
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seeds", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -156,22 +157,21 @@ def main() -> None:
     subprocess.run([str(GRADER), "reference", args.exercise, "--no-plot", "--json"], cwd=ROOT,
                    capture_output=True, check=False)
     if args.worker:
-        walls = {mode: [] for mode in modes}   # the first job of a new worker
-        warm = {mode: [] for mode in modes}    # the next job through the same grading process
+        jobs = {mode: [] for mode in modes}   # per repeat: seconds of job 1, 2, ... through one grading process
         for _ in range(args.repeats):
             for mode in modes:  # each in a fresh process, so no pool survives from one to the next
                 seconds, out = timed([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
                                       f"from bench.grader_overhead import claim_to_result; import json; "
-                                      f"print(json.dumps(claim_to_result({args.exercise!r}, {mode!r})))"])
-                first, following = json.loads(out.strip().splitlines()[-1])[0]
-                walls[mode].append(first)
-                warm[mode].append(following)
+                                      f"print(json.dumps(claim_to_result({args.exercise!r}, {mode!r}, {args.jobs})))"])
+                jobs[mode].append(json.loads(out.strip().splitlines()[-1])[0])
         print(f"{args.exercise}: claim to result through the worker's grading process, {os.cpu_count()} CPUs, "
-              f"load {os.getloadavg()[0]:.1f}, median of {args.repeats} interleaved repeat(s)")
-        print(f"  {'mode':<7} {'first job':>10} {'next job':>10}")
+              f"load {os.getloadavg()[0]:.1f}, median of {args.repeats} interleaved repeat(s); job 1 is a worker's "
+              "first (the process just started), from job 3 on a sandbox is kept warm between jobs")
+        print(f"  {'mode':<7} " + " ".join(f"{f'job {n}':>9}" for n in range(1, args.jobs + 1)))
         for mode in modes:
-            print(f"  {mode:<7} {statistics.median(walls[mode]):9.2f} s {statistics.median(warm[mode]):9.2f} s   "
-                  f"(each: {', '.join(f'{w:.1f}/{n:.1f}' for w, n in zip(walls[mode], warm[mode]))})")
+            medians = [statistics.median(repeat[n] for repeat in jobs[mode]) for n in range(args.jobs)]
+            print(f"  {mode:<7} " + " ".join(f"{m:7.2f} s" for m in medians) + "   (each: "
+                  + "; ".join("/".join(f"{s:.1f}" for s in repeat) for repeat in jobs[mode]) + ")")
         return
     measured = {mode: [] for mode in modes + ["in-process"]}  # per repeat: (wall, overhead per run, median train)
     waits = {mode: [] for mode in modes}
