@@ -69,7 +69,6 @@ def check_submission(notebook, spec, *, data_dir: pathlib.Path, load_dataset=Non
         from grader import datasets
 
         load_dataset = datasets.load  # the public split: what the notebook's try-out cell sees too
-    grading.warm_pool(spec, data_dir=data_dir, unsafe_no_sandbox=unsafe_no_sandbox)
     result = grading.grade(notebook, spec, data_dir=data_dir, reference=NO_REFERENCE, runs=1,
                            load_dataset=load_dataset, unsafe_no_sandbox=unsafe_no_sandbox, progress=progress,
                            plot_path=plot_path)

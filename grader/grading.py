@@ -569,6 +569,14 @@ def warm_pool(spec, *, data_dir: pathlib.Path, unsafe_no_sandbox: bool = False) 
     try:
         if not unsafe_no_sandbox:
             check_available()
+    except Exception:  # noqa: BLE001  an optimisation only
+        return
+    _warm(spec, data_dir=data_dir, unsafe_no_sandbox=unsafe_no_sandbox)
+
+
+def _warm(spec, *, data_dir: pathlib.Path, unsafe_no_sandbox: bool) -> None:
+    """warm_pool once the sandbox is known to be usable (grade() has just checked)."""
+    try:
         hardware, _ = detect_hardware(spec.device)
         cap = export_cap_bytes(spec.deploy) if spec.deploy is not None else None
         sandbox_pool.shared(sandbox_config(spec, device=hardware["device"], unsafe_no_sandbox=unsafe_no_sandbox,
@@ -911,7 +919,7 @@ def grade(notebook, spec, *, data_dir: pathlib.Path, reference: Reference, load_
             result.notes.append("UNSAFE: ran without the sandbox (--unsafe-no-sandbox-dev-only)")
         else:
             check_available()
-        warm_pool(spec, data_dir=data_dir, unsafe_no_sandbox=unsafe_no_sandbox)  # starts beside the dataset's load
+        _warm(spec, data_dir=data_dir, unsafe_no_sandbox=unsafe_no_sandbox)  # starts beside the dataset's load
         dataset = _load_dataset(load_dataset, spec, data_dir)
         absent_weights = weights.missing(spec.weights, data_dir)
         if absent_weights:

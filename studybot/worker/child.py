@@ -189,7 +189,7 @@ def child_main(message_fd: int) -> int:
 
         pool.drain_on_sigterm()  # SIGTERM: the warm sandboxes are killed and their folders removed
         # A worker that grades one job (--once) leaves no sandbox beside its last run; any other
-        # keeps one warm for its next job.
+        # keeps one warm for the next job of an exercise it has graded before (grader/pool.py).
         pool.KEEP_WARM_BETWEEN_GRADES = bool(setup.get("keep_warm", True))
         data_dir = resolve_data_dir(setup["data_dir"])
         load_dataset = function_named(setup["load_dataset"])

@@ -1,6 +1,7 @@
 """The warm sandbox pool (grader/pool.py): single use, nothing carried from one run to the next,
 dead waiting sandboxes replaced, idle while waiting, drained on SIGTERM."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -14,6 +15,7 @@ import uuid
 from grader import grading, pool, results
 from grader import sandbox as sandbox_module
 from tests.grader.grader_support import reference_source
+from tests.support.waiting import eventually
 
 TRAIN_PREFIX = reference_source().replace("def train(", "def _train(", 1)
 REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
@@ -128,20 +130,9 @@ def test_a_sandbox_that_dies_while_waiting_is_replaced_not_handed_out(sandbox_re
         tiny_pool.close()
 
 
-def _next_start(tiny_pool, timeout: float = 30.0):
-    """The sandbox the pool starts next (polled: the pool's thread starts it)."""
-    deadline = time.monotonic() + timeout
-    while not tiny_pool.waiting:
-        assert time.monotonic() < deadline, "the pool started nothing"
-        time.sleep(0.01)
-    return tiny_pool.waiting[0]
-
-
 def test_a_pool_never_starts_a_sandbox_beside_another_pools_run(sandbox_ready, tiny_spec):
     """Serial mode across pools: the deploy exercise's predict pool, or the previous job's exercise,
     must not start a sandbox while a run of another pool may be on its clock."""
-    import dataclasses
-
     training = pool.Pool(_tiny_config(tiny_spec), size=1, low_priority=False)
     other = None
     try:
@@ -164,7 +155,7 @@ def test_a_pool_never_starts_a_sandbox_beside_another_pools_run(sandbox_ready, t
         assert not [s for s in training.waiting if s.state == sandbox_module.Sandbox.STARTING]
         other_taken.kill()
         other_taken.finish()
-        refill = _next_start(other)
+        [refill] = eventually(lambda: other.waiting, timeout=30)  # the pool's thread starts it
         again = training.take()
         try:
             assert refill.state != sandbox_module.Sandbox.STARTING, "handed out while another pool's sandbox started"
