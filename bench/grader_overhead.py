@@ -3,7 +3,7 @@ runs done in a plain in-process script, with the warm sandbox pool off and on, s
 
     .venv/bin/python bench/grader_overhead.py                      # digits, the spec's runs
     .venv/bin/python bench/grader_overhead.py --exercise mnist1d --repeats 3
-    .venv/bin/python bench/grader_overhead.py --modes off,serial,idle
+    .venv/bin/python bench/grader_overhead.py --modes off,serial,fork,idle
 
 Each side is timed as a whole process with the same wall clock, from exec to exit:
 
@@ -13,6 +13,9 @@ Each side is timed as a whole process with the same wall clock, from exec to exi
                  off     no pool: each run starts its sandbox on demand (the old path)
                  serial  pool, the next sandbox starts once the previous run has finished (default)
                  idle    pool, the next sandbox starts at once under SCHED_IDLE (root only)
+                 fork    pool as serial, each runner forked from a zygote that imported torch
+                         once (grader/zygote.py; the default for CPU sandboxes)
+               off, serial and idle start every runner fresh (GRADER_SANDBOX_START=fresh).
     in-process this file with --plain: import torch, load the dataset, load_solution() the
                reference (no sandbox), then the same seeds on the same data, train + predict +
                accuracy, as grader.grading does, minus the sandbox and the protocol.
@@ -82,9 +85,10 @@ def plain(exercise: str, seeds: list[int]) -> None:
     print(json.dumps({"runs": runs}))
 
 
-MODES = {"off": {"GRADER_POOL_SIZE": "0"},
-         "serial": {"GRADER_POOL_SIZE": "1", "GRADER_POOL_OVERLAP": "serial"},
-         "idle": {"GRADER_POOL_SIZE": "1", "GRADER_POOL_OVERLAP": "idle"}}
+MODES = {"off": {"GRADER_POOL_SIZE": "0", "GRADER_SANDBOX_START": "fresh"},
+         "serial": {"GRADER_POOL_SIZE": "1", "GRADER_POOL_OVERLAP": "serial", "GRADER_SANDBOX_START": "fresh"},
+         "idle": {"GRADER_POOL_SIZE": "1", "GRADER_POOL_OVERLAP": "idle", "GRADER_SANDBOX_START": "fresh"},
+         "fork": {"GRADER_POOL_SIZE": "1", "GRADER_POOL_OVERLAP": "serial", "GRADER_SANDBOX_START": "fork"}}
 
 
 def timed(command: list[str], env: dict | None = None) -> tuple[float, str]:
@@ -140,7 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exercise", default="digits")
     parser.add_argument("--repeats", type=int, default=1, help="measure each side this many times")
-    parser.add_argument("--modes", default="off,serial,idle", help=f"pool modes to compare, of {','.join(MODES)}")
+    parser.add_argument("--modes", default="off,serial,fork", help=f"pool modes to compare, of {','.join(MODES)}")
     parser.add_argument("--worker", action="store_true",
                         help="time claim-to-result through the worker's grading process instead")
     parser.add_argument("--jobs", type=int, default=3, help="with --worker: jobs in a row through one process")

@@ -29,6 +29,9 @@ When the next sandbox starts, without stealing the running one's CPU or GPU (the
     76 s at nice 19, 78 s at normal priority), so it is for machines with cores the run leaves
     idle (GPU exercises), to be measured there first.
 
+A CPU pool forks its sandboxes' runners from one zygote (grader/zygote.py; START below): then a
+start is a bwrap and a fork, about 0.05 s, and serial mode costs a run next to nothing.
+
 Every tunable is below, with its unit; GRADER_POOL_SIZE=0 turns pooling off (each take() then
 starts a sandbox on demand, at normal priority: the old behaviour, for comparisons).
 """
@@ -45,7 +48,7 @@ import threading
 import time
 
 from grader.errors import InfraError
-from grader.sandbox import JobPaths, Sandbox, SandboxConfig, draw_sandbox_uid
+from grader.sandbox import JobPaths, Sandbox, SandboxConfig, draw_sandbox_uid, zygote_for
 
 # ---- tunables -------------------------------------------------------------------------------
 POOL_SIZE = int(os.environ.get("GRADER_POOL_SIZE", "1"))   # sandboxes kept waiting per config (count;
@@ -65,6 +68,10 @@ GRADES_BEFORE_KEEPING_WARM = 2         # grades of one config (count) before its
                                        # waiting: a one-off exercise's grade leaves none to be killed unused
                                        # (the suite: 41 of 154 starts were such; a grade's own first sandbox
                                        # starts beside its dataset's load instead, grading.warm_pool)
+START = os.environ.get("GRADER_SANDBOX_START", "fork")  # "fork": a CPU sandbox's runner is forked from the
+                                       # pool's zygote, torch already imported (grader/zygote.py; ~0.1 s
+                                       # instead of ~5 s of imports per start on the 2-core box); "fresh":
+                                       # every runner imports torch itself (always so for CUDA)
 MAX_POOLS = 2                          # configs with a pool at once (count); the least recently used
                                        # idle one is closed for a new one (a grade needs 1, deploy 2)
 MEMORY_PER_WAITING_SANDBOX_MB = 512    # what a waiting sandbox may cost (MiB; CPU torch + _dynamo measured
@@ -124,6 +131,7 @@ class Pool:
         self._failures, self._last_failure = 0, None
         self._closed = False
         self._counter = 0
+        self._zygote = None                 # forked starts: the zygote, started by this pool's thread
         self._cond = _PROCESS_COND          # one for every pool of the process (see _PROCESS_COND)
         with self._cond:
             _live_pools.add(self)
@@ -191,6 +199,8 @@ class Pool:
             _live_pools.discard(self)
             self._cond.notify_all()
         self._thread.join(timeout=30)
+        if self._zygote is not None:
+            self._zygote.close()
         shutil.rmtree(self.workspace, ignore_errors=True)
 
     # ---- bookkeeping ------------------------------------------------------------------------
@@ -276,7 +286,7 @@ class Pool:
         uid = None if self.config.unsafe_no_sandbox else draw_sandbox_uid()
         try:
             job.create(owner_uid=uid, export=self.config.export_cap_bytes is not None)
-            sandbox = Sandbox(job, uid=uid, config=self.config)
+            sandbox = Sandbox(job, uid=uid, config=self.config, zygote=self._zygote_for_start())
             sandbox.on_change = self._changed
             sandbox.prestart(low_priority=self.low_priority and not self._takers)
         except Exception as e:  # noqa: BLE001  InfraError, or a broken environment: reported to take()
@@ -286,6 +296,27 @@ class Pool:
         self.started += 1
         self._waiting.append(sandbox)
         return 0
+
+    @property
+    def zygote(self):
+        """The zygote this pool's runners are forked from (None before the first start, or fresh)."""
+        return self._zygote
+
+    def forks(self) -> bool:
+        """Whether this pool's sandboxes get their runner from a zygote (CPU, sandboxed, START=fork)."""
+        return START == "fork" and self.config.device == "cpu" and not self.config.unsafe_no_sandbox
+
+    def _zygote_for_start(self):
+        """The live zygote for the next start (lock held, pool thread): started now if there is
+        none or it died; None where sandboxes start fresh."""
+        if not self.forks():
+            return None
+        if self._zygote is None or not self._zygote.alive():
+            if self._zygote is not None:
+                self._zygote.close()
+            self._zygote = zygote_for(self.config)
+            self._zygote.start(low_priority=self.low_priority and not self._takers)
+        return self._zygote
 
     def _collect_dead(self) -> list[Sandbox]:
         """Waiting sandboxes that died (lock held): never handed out; the pool replaces them."""

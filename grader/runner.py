@@ -214,11 +214,15 @@ def main(argv=None) -> None:
                         help="deploy, fresh predict sandbox: the exported folder load(path) reads")
     parser.add_argument("--prime", action="store_true",
                         help="import what torch imports lazily on first use (no warm-up run to absorb it)")
+    parser.add_argument("--zygote", default=None, metavar="JSON",
+                        help="run as a zygote (grader/zygote.py): get ready, then fork one runner per request "
+                             "into a sandbox the host started; JSON: the control fd and the sandbox's settings")
     args = parser.parse_args(argv)
 
     # A write over RLIMIT_FSIZE then fails with EFBIG instead of killing the process silently.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    channel = Channel(args.cmd_fd, args.event_fd)
+    # A zygote's runners get their pipes when they are forked: no channel before then.
+    channel = Channel(args.cmd_fd, args.event_fd) if args.zygote is None else None
 
     import numpy as np
     import torch
@@ -265,6 +269,13 @@ def main(argv=None) -> None:
             importlib.import_module(module)
         except Exception:  # noqa: BLE001  an optional speed-up: learner code meets the error itself
             pass
+
+    if args.zygote is not None:
+        from grader import zygote
+        settings = json.loads(args.zygote)
+        zygote.serve(settings.pop("control_fd"), {"cmd": args.cmd_fd, "event": args.event_fd,
+                                                  "status": settings.pop("status_fd")}, settings)
+        channel = Channel(args.cmd_fd, args.event_fd)  # in a forked runner, inside its sandbox
 
     # Ready: from here the runner blocks reading its command pipe until it is handed its code.
     channel.send("hello", torch=torch.__version__, device=device, device_name=device_name,

@@ -37,6 +37,11 @@ readable staging directory inside a private mount namespace that only this bwrap
 
 Wall-clock kills are SIGKILL to bwrap's process group; bwrap's --die-with-parent and its PID
 namespace take every descendant with it, including double-forked, setsid'd escapees.
+
+A CPU sandbox of a pool is usually not started with the runner as bwrap's program but forked
+(grader/zygote.py): the same bwrap runs a holder that sleeps, and the pool's zygote forks a
+runner into the holder's namespaces with this sandbox's uid, limits and environment, no
+capabilities and no_new_privs. Everything above holds for it; only `import torch` is skipped.
 """
 
 import collections
@@ -48,6 +53,7 @@ import os
 import pathlib
 import queue
 import secrets
+import select
 import shutil
 import signal
 import stat
@@ -75,6 +81,7 @@ WAITING_MEMORY_POLL_SECONDS = 2.0     # ... while it waits in a pool with no lea
 MAX_EVENT_LINE_BYTES = 64 << 10       # longest JSON line accepted from the runner
 MAX_REPORT_EVENTS = 20_000            # report(...) events kept per sandbox; a flood beyond is dropped
 EXIT_GRACE_SECONDS = 5.0              # after `exit`, how long the runner gets before SIGKILL
+SETUP_TIMEOUT_SECONDS = 60.0          # a forked sandbox: bwrap's set-up of the holder (mounts; ms) (s)
 GPU_INDEX = int(os.environ.get("GRADER_GPU_INDEX", "0"))  # which /dev/nvidiaN this grader owns
 WRAPPER_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"             # PATH for bwrap and its launchers
 
@@ -318,9 +325,11 @@ class Sandbox:
     # states, for the pool
     STARTING, READY, DEAD = "starting", "ready", "dead"
 
-    def __init__(self, job: JobPaths, *, uid: int | None, config: SandboxConfig | None = None, **fields):
+    def __init__(self, job: JobPaths, *, uid: int | None, config: SandboxConfig | None = None,
+                 zygote=None, **fields):
         config = config or SandboxConfig(**fields)
         self.config = config
+        self.zygote = zygote            # grader/forkserver.Zygote: fork the runner instead of starting one
         self.job = job
         # Deployment exercises: export_cap_bytes (training sandbox) gives export() a folder of that
         # size; deployed (predict sandbox) makes the runner load() the model from the data directory.
@@ -391,8 +400,8 @@ class Sandbox:
             env["CUDA_VISIBLE_DEVICES"] = ""
         return env
 
-    def _runner_args(self, cmd_fd: int, event_fd: int, *, inside: bool) -> list[str]:
-        grader_dir = IN_GRADER if inside else str(GRADER_PACKAGE)
+    def _runner_args(self, cmd_fd: int, event_fd: int, *, inside: bool, runner_dir: str | None = None) -> list[str]:
+        grader_dir = runner_dir or (IN_GRADER if inside else str(GRADER_PACKAGE))
         # -u: unbuffered, so the learner's prints reach log_tail even when the run is killed at once
         return [sys.executable, "-I", "-B", "-u", f"{grader_dir}/runner.py",
                 "--cmd-fd", str(cmd_fd), "--event-fd", str(event_fd),
@@ -410,14 +419,35 @@ class Sandbox:
             return ["--model-dir", f"{IN_DATA if inside else self.job.data}/{DEPLOYED_MODEL_FOLDER}"]
         return []
 
-    def _rlimits(self) -> list[str]:
-        limits = ["prlimit", f"--nproc={MAX_PROCESSES}", f"--fsize={MAX_FILE_BYTES}",
-                  f"--nofile={MAX_OPEN_FILES}", "--core=0"]
+    def _limits(self) -> list[tuple[str, int]]:
+        """The sandbox's rlimits, (resource module name, value): prlimit sets them on bwrap, a
+        forked runner's shim on itself (grader/zygote.py)."""
+        limits = [("RLIMIT_NPROC", MAX_PROCESSES), ("RLIMIT_FSIZE", MAX_FILE_BYTES),
+                  ("RLIMIT_NOFILE", MAX_OPEN_FILES), ("RLIMIT_CORE", 0)]
         if self.device == "cpu":
-            limits.append(f"--as={self.memory_limit_bytes + (ADDRESS_SPACE_HEADROOM_MB << 20)}")
-        return limits + ["--"]
+            limits.append(("RLIMIT_AS", self.memory_limit_bytes + (ADDRESS_SPACE_HEADROOM_MB << 20)))
+        return limits
 
-    def command(self, cmd_fd: int, event_fd: int) -> list[str]:
+    def _rlimits(self) -> list[str]:
+        return ["prlimit"] + [f"--{name[len('RLIMIT_'):].lower()}={value}" for name, value in self._limits()] + ["--"]
+
+    # Where a forked runner's pipes sit (its argv names them) and where its shim keeps the status pipe.
+    FORKED_CMD_FD, FORKED_EVENT_FD, FORKED_STATUS_FD = 3, 4, 5
+
+    def zygote_command(self, control_fd: int) -> list[str]:
+        """The zygote for sandboxes of this config (grader/zygote.py): the runner on the host, told to
+        stop before `hello` and fork runners into holder sandboxes; argv as inside, plus --zygote."""
+        settings = {
+            "control_fd": control_fd, "status_fd": self.FORKED_STATUS_FD, "cwd": IN_SCRATCH,
+            "env": self._environment(), "rlimits": self._limits(),
+            "sys_path": [str(pathlib.PurePath(IN_GRADER).parent)], "host_sys_path": [str(GRADER_PACKAGE.parent)],
+        }
+        return self._runner_args(self.FORKED_CMD_FD, self.FORKED_EVENT_FD, inside=True,
+                                 runner_dir=str(GRADER_PACKAGE)) + ["--zygote", json.dumps(settings)]
+
+    def command(self, cmd_fd: int, event_fd: int, *, program: list[str] | None = None,
+                info_fd: int | None = None) -> list[str]:
+        """bwrap and its launchers around the runner, or around `program` (a forked sandbox's holder)."""
         if self.unsafe_no_sandbox:
             return self._rlimits() + self._runner_args(cmd_fd, event_fd, inside=False)
 
@@ -436,7 +466,7 @@ class Sandbox:
             return str(mount_point)
 
         args = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
-                "--new-session", "--clearenv"]
+                "--new-session", "--clearenv"] + (["--info-fd", str(info_fd)] if info_fd is not None else [])
         for key, value in self._environment().items():
             args += ["--setenv", key, value]
         for d in SYSTEM_DIRS:
@@ -482,7 +512,7 @@ class Sandbox:
         # bwrap's root and /dev are uncapped tmpfs mounts: read-only, so files can only go to the
         # capped /scratch and /dev/shm (separate mounts, still writable)
         args += ["--remount-ro", "/dev", "--remount-ro", "/"]
-        args += ["--"] + self._runner_args(cmd_fd, event_fd, inside=True)
+        args += ["--"] + (program or self._runner_args(cmd_fd, event_fd, inside=True))
         return _privilege_drop(staged, self.uid) + self._rlimits() + args
 
     # ---- lifecycle -----------------------------------------------------------------------------
@@ -490,6 +520,8 @@ class Sandbox:
         """Start bwrap and the runner, which gets ready (torch, device, preimports) and waits for
         its code. low_priority: SCHED_IDLE for the whole tree, so it only takes CPU time nobody
         else wants; handoff() (or promote()) gives the normal priority back. Raises InfraError."""
+        if self.zygote is not None:
+            return self._prestart_forked(low_priority)
         if self.unsafe_no_sandbox and self.export_cap_bytes is not None:
             self.job.unsafe_export.mkdir(mode=0o755, exist_ok=True)  # uncapped: development only
         cmd_read, self._cmd_write = os.pipe()
@@ -519,6 +551,74 @@ class Sandbox:
             thread.start()
             self._threads.append(thread)
 
+    def _prestart_forked(self, low_priority: bool) -> None:
+        """The same bwrap as prestart()'s, around a holder that only sleeps; a thread then has the
+        zygote fork a runner into it (grader/zygote.py), which says `hello` as a fresh one would."""
+        cmd_read, self._cmd_write = os.pipe()
+        self._event_read, event_write = os.pipe()
+        self._log_read, log_write = os.pipe()
+        status_read, status_write = os.pipe()
+        ready_read, ready_write = os.pipe()
+        info_read, info_write = os.pipe()
+        # sh says the sandbox is set up on its stdout (it runs only after bwrap's last mount), then
+        # sleeps as the holder with stdout on /dev/null: nothing inside can write to that pipe.
+        holder = ["/bin/sh", "-c", "echo ready && exec sleep infinity >/dev/null"]
+        command = self.command(0, 0, program=holder, info_fd=info_write)
+        if low_priority:
+            command = ["chrt", "--idle", "0"] + command
+        self.low_priority = self._started_low = low_priority
+        passed = [cmd_read, event_write, log_write, status_write]
+        try:
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=ready_write, stderr=log_write,
+                pass_fds=(info_write,), start_new_session=True,
+                env={"PATH": WRAPPER_PATH}, close_fds=True,
+            )
+        except OSError as e:
+            for fd in passed + [self._cmd_write, self._event_read, self._log_read, status_read, ready_read, info_read]:
+                os.close(fd)
+            self.state = self.DEAD
+            raise InfraError(f"the sandbox could not be started: {e}") from None
+        finally:
+            os.close(ready_write)
+            os.close(info_write)
+        from grader.forkserver import ForkedProcess
+        self._process = ForkedProcess(process, status_read)
+        self.started_at = time.monotonic()
+        for target in (self._read_events, self._read_output, self._watch_memory):
+            thread = threading.Thread(target=target, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        thread = threading.Thread(target=self._fork_runner, args=(ready_read, info_read, passed), daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _fork_runner(self, ready_read: int, info_read: int, passed: list[int]) -> None:
+        """Once the holder sandbox is set up, have the zygote fork the runner into its namespaces.
+        A failure kills the holder and closes the pipes: the sandbox dies before `hello`, saying why."""
+        from grader.zygote import NAMESPACES
+        namespace_fds = []
+        try:
+            if _read_until(ready_read, b"\n", SETUP_TIMEOUT_SECONDS) != b"ready\n":
+                raise InfraError("bwrap exited before the sandbox was set up")
+            info = json.loads(_read_until(info_read, b"}", SETUP_TIMEOUT_SECONDS) or b"{}")
+            holder_pid = int(info["child-pid"])
+            for name, _flag in NAMESPACES:
+                namespace_fds.append(os.open(f"/proc/{holder_pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC))
+            # The fds name the holder's namespaces only if it is still alive now (no pid reuse),
+            # and they must never be the host's own.
+            if self._process.holder.poll() is not None:
+                raise InfraError("the sandbox's holder exited before the runner was forked")
+            if os.fstat(namespace_fds[0]).st_ino == os.stat("/proc/self/ns/user").st_ino:
+                raise InfraError("the sandbox's holder is not in a user namespace of its own")
+            self._process.shim_pid = self.zygote.fork(self.uid, namespace_fds + passed)
+        except Exception as e:  # noqa: BLE001  InfraError, a broken holder, a dead zygote
+            self._tail += f"{e}\n".encode()
+            self.kill()
+        finally:
+            for fd in namespace_fds + passed + [ready_read, info_read]:
+                os.close(fd)
+
     def start(self) -> None:
         """prestart() at normal priority: a sandbox for one run, started on demand."""
         self.prestart()
@@ -527,7 +627,7 @@ class Sandbox:
         """Normal scheduling for every thread of the tree (someone waits for this sandbox now)."""
         if not self.low_priority or self._process is None:
             return
-        for pid in _descendants(self._process.pid):
+        for pid in self.processes():
             try:
                 tasks = os.listdir(f"/proc/{pid}/task")
             except OSError:
@@ -550,6 +650,11 @@ class Sandbox:
         self.job.write_code(code)
         self.handed_off_at = time.monotonic()
         self._handed_off.set()
+
+    def processes(self) -> list[int]:
+        """Every process of this sandbox, host pids (a forked one hangs under two roots)."""
+        roots = self._process.roots() if hasattr(self._process, "roots") else [self._process.pid]
+        return _descendants(*roots)
 
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None and self.state != self.DEAD
@@ -705,13 +810,20 @@ class Sandbox:
                     return
             if self._process.poll() is not None:
                 return
-            pids = _descendants(self._process.pid)
+            pids = self.processes()
             if _tree_memory(pids, precise=False) <= self.memory_limit_bytes:
                 continue
             if _tree_memory(pids, precise=True) > self.memory_limit_bytes:
                 self._memory_exceeded = True
                 self.kill()
                 return
+
+
+def zygote_for(config: SandboxConfig):
+    """A (not yet started) zygote for sandboxes of `config` (grader/forkserver.py)."""
+    from grader.forkserver import Zygote
+    template = Sandbox(JobPaths(pathlib.Path("/nonexistent")), uid=None, config=config)  # config only
+    return Zygote(template.zygote_command, template._environment())
 
 
 def collapse_repeats(lines: list[str]) -> list[str]:
@@ -746,8 +858,22 @@ def _tree_memory(pids: list[int], *, precise: bool) -> int:
     return total
 
 
-def _descendants(root_pid: int) -> list[int]:
-    """root_pid and every process below it, from one scan of /proc."""
+def _read_until(fd: int, end: bytes, timeout: float) -> bytes:
+    """Bytes from a pipe up to and including `end` (b"" if it closed first or time ran out)."""
+    data, deadline = b"", time.monotonic() + timeout
+    while end not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            return b""
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return b""
+        data += chunk
+    return data
+
+
+def _descendants(*root_pids: int) -> list[int]:
+    """root_pids and every process below them, from one scan of /proc."""
     children = collections.defaultdict(list)
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -758,9 +884,11 @@ def _descendants(root_pid: int) -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
         children[parent].append(int(entry.name))
-    found, stack = [], [root_pid]
+    found, stack = [], list(root_pids)
     while stack:
         pid = stack.pop()
+        if pid in found:
+            continue
         found.append(pid)
         stack.extend(children.get(pid, ()))
     return found
