@@ -1,7 +1,7 @@
 """The host's side of a forked sandbox start: a zygote per SandboxConfig, and the process
 handle of a sandbox whose runner it forked (the zygote's side and the design: grader/zygote.py).
 
-    zygote = Zygote(command_for, env)  # the pool's thread starts it; ~5 s of imports, once
+    zygote = Zygote(command_for, env, cwd=home)  # the pool's thread starts it; ~5 s of imports, once
     shim_pid = zygote.fork(uid, namespace_fds, pipe_fds)   # one runner inside one holder sandbox
     process = ForkedProcess(holder, status_read)           # poll/wait/kill like a Popen
     zygote.close()
@@ -20,6 +20,7 @@ from grader.errors import InfraError
 
 # ---- tunables -------------------------------------------------------------------------------
 ZYGOTE_READY_TIMEOUT_SECONDS = 180.0   # the zygote's imports (torch, _dynamo, the exercise's libraries) (s)
+READY_POLL_SECONDS = 0.25             # while waiting for the zygote, how often a sandbox looks whether it was killed (s)
 FORK_REPLY_TIMEOUT_SECONDS = 30.0      # a ready zygote answers a fork request in milliseconds (s)
 ZYGOTE_EXIT_GRACE_SECONDS = 2.0        # after its control socket closes, before SIGKILL (s)
 WAIT_SLICE_SECONDS = 0.1              # ForkedProcess.wait() holds its lock this long at most per look (s)
@@ -30,9 +31,9 @@ class Zygote:
     """One zygote process: the runner, stopped before `hello`, that forks runners on request.
     Started by the pool's thread (its PR_SET_PDEATHSIG follows that thread); thread-safe."""
 
-    def __init__(self, command_for, env: dict):
+    def __init__(self, command_for, env: dict, *, cwd):
         self.command_for = command_for        # control fd -> the zygote's command line
-        self.env = env
+        self.env, self.cwd = env, cwd         # the zygote's own (its runners get the sandbox's)
         self.forks = 0                        # runners forked (count), for tests and the bench
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -49,7 +50,7 @@ class Zygote:
         try:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log_write, stderr=log_write,
-                pass_fds=(theirs.fileno(),), start_new_session=True, env=self.env, close_fds=True, cwd="/")
+                pass_fds=(theirs.fileno(),), start_new_session=True, env=self.env, close_fds=True, cwd=self.cwd)
         except OSError as e:
             ours.close()
             raise InfraError(f"the sandbox zygote could not be started: {e}") from None
@@ -67,17 +68,22 @@ class Zygote:
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None and self._failure is None
 
-    def wait_ready(self, timeout: float = ZYGOTE_READY_TIMEOUT_SECONDS) -> None:
-        if not self._ready.wait(timeout):
-            raise InfraError(f"the sandbox zygote was not ready after {timeout:g} s")
+    def wait_ready(self, timeout: float = ZYGOTE_READY_TIMEOUT_SECONDS, *, unless=None) -> None:
+        """Block until the zygote has done its imports; `unless()` turning true gives up early."""
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(min(READY_POLL_SECONDS, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                raise InfraError(f"the sandbox zygote was not ready after {timeout:g} s")
+            if unless is not None and unless():
+                raise InfraError("the sandbox was killed before its zygote was ready")
         if self._failure is not None:
             raise InfraError(self._failure)
 
-    def fork(self, uid: int | None, fds: list[int]) -> int:
+    def fork(self, uid: int | None, fds: list[int], *, unless=None) -> int:
         """A runner forked into the holder sandbox whose namespaces and pipes `fds` are (the order
         of grader/zygote.py); returns the shim's pid. The caller closes its copies of `fds`."""
         from grader import zygote as zygote_side
-        self.wait_ready()
+        self.wait_ready(unless=unless)
         with self._lock:
             if not self.alive():
                 raise InfraError(self._failure or "the sandbox zygote has exited")

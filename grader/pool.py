@@ -314,7 +314,8 @@ class Pool:
         if self._zygote is None or not self._zygote.alive():
             if self._zygote is not None:
                 self._zygote.close()
-            self._zygote = zygote_for(self.config)
+            home = pathlib.Path(tempfile.mkdtemp(prefix="zygote", dir=self.workspace))  # 0700: the zygote's alone
+            self._zygote = zygote_for(self.config, home)
             self._zygote.start(low_priority=self.low_priority and not self._takers)
         return self._zygote
 

@@ -611,7 +611,9 @@ class Sandbox:
                 raise InfraError("the sandbox's holder exited before the runner was forked")
             if os.fstat(namespace_fds[0]).st_ino == os.stat("/proc/self/ns/user").st_ino:
                 raise InfraError("the sandbox's holder is not in a user namespace of its own")
-            self._process.shim_pid = self.zygote.fork(self.uid, namespace_fds + passed)
+            holder = self._process.holder
+            self._process.shim_pid = self.zygote.fork(self.uid, namespace_fds + passed,
+                                                      unless=lambda: holder.poll() is not None)
         except Exception as e:  # noqa: BLE001  InfraError, a broken holder, a dead zygote
             self._tail += f"{e}\n".encode()
             self.kill()
@@ -810,7 +812,9 @@ class Sandbox:
                     return
             if self._process.poll() is not None:
                 return
-            pids = self.processes()
+            # A forked sandbox's shim only waits for the runner; its pages are the zygote's, not the learner's.
+            shim = getattr(self._process, "shim_pid", None)
+            pids = [pid for pid in self.processes() if pid != shim]
             if _tree_memory(pids, precise=False) <= self.memory_limit_bytes:
                 continue
             if _tree_memory(pids, precise=True) > self.memory_limit_bytes:
@@ -819,11 +823,16 @@ class Sandbox:
                 return
 
 
-def zygote_for(config: SandboxConfig):
-    """A (not yet started) zygote for sandboxes of `config` (grader/forkserver.py)."""
+def zygote_for(config: SandboxConfig, home: pathlib.Path):
+    """A (not yet started) zygote for sandboxes of `config` (grader/forkserver.py). It runs on the
+    host, so whatever its imports write (matplotlib's font list, torch's cache folders) goes to
+    `home`, a private folder, never to a host path named like the sandbox's /scratch; each runner
+    it forks gets the sandbox's own environment instead."""
     from grader.forkserver import Zygote
     template = Sandbox(JobPaths(pathlib.Path("/nonexistent")), uid=None, config=config)  # config only
-    return Zygote(template.zygote_command, template._environment())
+    environment = {key: str(home) + value[len(IN_SCRATCH):] if value.startswith(IN_SCRATCH) else value
+                   for key, value in template._environment().items()}
+    return Zygote(template.zygote_command, environment, cwd=home)
 
 
 def collapse_repeats(lines: list[str]) -> list[str]:

@@ -206,19 +206,6 @@ def _report_and_exit(message: str, fds: list[int], runner_fds: dict[str, int]) -
     os._exit(70)
 
 
-def _report_and_exit(message: str, fds: list[int], runner_fds: dict[str, int]) -> None:
-    """A shim that failed: the reason into the sandbox's log, 70 as its status, wherever those
-    pipes sit by now (renumbered once _keep_only has run)."""
-    for log, status in ((fds[len(NAMESPACES) + 2], fds[len(NAMESPACES) + 3]), (2, runner_fds["status"])):
-        try:
-            os.write(log, f"{message}\n".encode())
-            os.write(status, b"70\n")
-            break
-        except OSError:
-            continue
-    os._exit(70)
-
-
 def serve(control_fd: int, runner_fds: dict[str, int], sandbox: dict) -> None:
     """The zygote's loop: say ready, then fork one runner per request. Returns only in a runner,
     inside its sandbox; the zygote itself exits when the host closes the control socket.

@@ -138,12 +138,15 @@ def test_fresh_starts_remain_for_gpus_and_comparisons(sandbox_ready, tiny_spec, 
 
 
 @pytest.mark.parametrize("request_fds", [0, 3])
-def test_the_zygote_refuses_a_request_without_its_fds(sandbox_ready, tiny_spec, request_fds):
+def test_the_zygote_refuses_a_request_without_its_fds(sandbox_ready, tiny_spec, request_fds, tmp_path):
     """A malformed request (the host's bug, never the learner's: learner code cannot reach the
     control socket) forks nothing and leaves the zygote serving."""
     from grader import zygote as zygote_side
     import socket
-    zygote = sandbox_module.zygote_for(_tiny_config(tiny_spec))
+    zygote = sandbox_module.zygote_for(_tiny_config(tiny_spec), tmp_path)
+    # it runs on the host: what its imports write goes to its own folder, never to a host /scratch
+    assert zygote.env["HOME"] == str(tmp_path) and zygote.cwd == tmp_path
+    assert not [value for value in zygote.env.values() if value.startswith(sandbox_module.IN_SCRATCH)]
     zygote.start()
     try:
         zygote.wait_ready()
