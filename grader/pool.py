@@ -69,8 +69,9 @@ GRADES_BEFORE_KEEPING_WARM = 2         # grades of one config (count) before its
                                        # (the suite: 41 of 154 starts were such; a grade's own first sandbox
                                        # starts beside its dataset's load instead, grading.warm_pool)
 START = os.environ.get("GRADER_SANDBOX_START", "fork")  # "fork": a CPU sandbox's runner is forked from the
-                                       # pool's zygote, torch already imported (grader/zygote.py; ~0.1 s
-                                       # instead of ~5 s of imports per start on the 2-core box); "fresh":
+                                       # pool's zygote, torch already imported (grader/zygote.py; 0.05 s
+                                       # instead of ~5 s of imports per start on the 2-core box: digits'
+                                       # overhead per run +3.6 s -> -0.1 s against in-process); "fresh":
                                        # every runner imports torch itself (always so for CUDA)
 MAX_POOLS = 2                          # configs with a pool at once (count); the least recently used
                                        # idle one is closed for a new one (a grade needs 1, deploy 2)

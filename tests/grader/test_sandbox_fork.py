@@ -27,6 +27,14 @@ def _parent(pid: int) -> int:
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
+def _loads_code(sandbox) -> None:
+    """A live runner: it said hello, takes its (empty) code and checks the contract."""
+    sandbox.handoff("def train(*a, **k): pass\ndef predict(*a): pass\n")
+    assert sandbox.next_event(30)["event"] == "hello"
+    sandbox.send(cmd="load")
+    assert sandbox.next_event(30)["event"] == "loaded"
+
+
 def test_a_forked_runner_holds_no_privilege_and_nothing_of_the_zygote(notebook, grade_tiny):
     result = grade_tiny(notebook(TRAIN_PREFIX + '''
 import ctypes, json, os, socket, stat
@@ -79,10 +87,7 @@ def test_sandboxes_of_a_pool_are_forked_from_one_zygote(sandbox_ready, tiny_spec
             # the runner: a child of the shim, which is a child of the pool's zygote
             shim = sandbox._process.shim_pid
             assert _parent(shim) == tiny_pool.zygote.pid
-            sandbox.handoff("def train(*a, **k): pass\ndef predict(*a): pass\n")
-            assert sandbox.next_event(30)["event"] == "hello"
-            sandbox.send(cmd="load")
-            assert sandbox.next_event(30)["event"] == "loaded"
+            _loads_code(sandbox)
             sandbox.kill()
             assert sandbox.finish().killed_by_grader
             # the shim exits right after it has written the runner's status
@@ -104,10 +109,7 @@ def test_a_dead_zygote_is_replaced(sandbox_ready, tiny_spec):
         for index in range(2):
             sandbox = tiny_pool.take()
             assert (sandbox is waiting) == (index == 0)
-            sandbox.handoff("def train(*a, **k): pass\ndef predict(*a): pass\n")
-            assert sandbox.next_event(30)["event"] == "hello"
-            sandbox.send(cmd="load")
-            assert sandbox.next_event(30)["event"] == "loaded"
+            _loads_code(sandbox)
             sandbox.kill()
             sandbox.finish()
         assert tiny_pool.zygote is not first and tiny_pool.zygote.alive()
@@ -122,10 +124,7 @@ def test_fresh_starts_remain_for_gpus_and_comparisons(sandbox_ready, tiny_spec, 
     try:
         sandbox = tiny_pool.take()
         assert sandbox.zygote is None and tiny_pool.zygote is None
-        sandbox.handoff("def train(*a, **k): pass\ndef predict(*a): pass\n")
-        assert sandbox.next_event(30)["event"] == "hello"
-        sandbox.send(cmd="load")
-        assert sandbox.next_event(30)["event"] == "loaded"
+        _loads_code(sandbox)
         sandbox.kill()
         sandbox.finish()
     finally:
