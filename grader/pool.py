@@ -73,7 +73,7 @@ START = os.environ.get("GRADER_SANDBOX_START", "fork")  # "fork": a CPU sandbox'
                                        # instead of ~5 s of imports per start on the 2-core box: digits'
                                        # overhead per run +3.6 s -> -0.1 s against in-process); "fresh":
                                        # every runner imports torch itself (always so for CUDA)
-MAX_POOLS = 2                          # configs with a pool at once (count); the least recently used
+MAX_POOLS = int(os.environ.get("GRADER_MAX_POOLS", "2"))  # configs with a pool (and a zygote) at once (count); the least recently used
                                        # idle one is closed for a new one (a grade needs 1, deploy 2)
 MEMORY_PER_WAITING_SANDBOX_MB = 512    # what a waiting sandbox may cost (MiB; CPU torch + _dynamo measured
                                        # 360 MiB anonymous, the libraries' pages are shared): none is
