@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 
+from grader import zygote as zygote_side
 from grader.errors import InfraError
 
 # ---- tunables -------------------------------------------------------------------------------
@@ -82,7 +83,6 @@ class Zygote:
     def fork(self, uid: int | None, fds: list[int], *, unless=None) -> int:
         """A runner forked into the holder sandbox whose namespaces and pipes `fds` are (the order
         of grader/zygote.py); returns the shim's pid. The caller closes its copies of `fds`."""
-        from grader import zygote as zygote_side
         self.wait_ready(unless=unless)
         with self._lock:
             if not self.alive():

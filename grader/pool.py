@@ -50,10 +50,22 @@ import time
 from grader.errors import InfraError
 from grader.sandbox import JobPaths, Sandbox, SandboxConfig, draw_sandbox_uid, zygote_for
 
+def _setting(name: str, default: str, *, choices: tuple = (), count: bool = False):
+    """One environment tunable: a malformed value stops the grader with a message naming it."""
+    value = os.environ.get(name, default)
+    if count:
+        if not value.isdigit():
+            raise InfraError(f"{name}={value!r}: expected a whole number of 0 or more")
+        return int(value)
+    if choices and value not in choices:
+        raise InfraError(f"{name}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
 # ---- tunables -------------------------------------------------------------------------------
-POOL_SIZE = int(os.environ.get("GRADER_POOL_SIZE", "1"))   # sandboxes kept waiting per config (count;
+POOL_SIZE = _setting("GRADER_POOL_SIZE", "1", count=True)   # sandboxes kept waiting per config (count;
                                                            # 0 = no pool: start on demand)
-OVERLAP = os.environ.get("GRADER_POOL_OVERLAP", "serial")  # "serial": a replacement starts only once the
+OVERLAP = _setting("GRADER_POOL_OVERLAP", "serial", choices=("serial", "idle"))  # "serial": a replacement starts only once the
                                        # taken sandbox has finished (no start beside a timed run); "idle": at
                                        # once, under SCHED_IDLE (where its priority can be given back). Measured
                                        # on the 2-core CPU box (bench/grader_overhead.py): idle hides the start
@@ -68,12 +80,12 @@ GRADES_BEFORE_KEEPING_WARM = 2         # grades of one config (count) before its
                                        # waiting: a one-off exercise's grade leaves none to be killed unused
                                        # (the suite: 41 of 154 starts were such; a grade's own first sandbox
                                        # starts beside its dataset's load instead, grading.warm_pool)
-START = os.environ.get("GRADER_SANDBOX_START", "fork")  # "fork": a CPU sandbox's runner is forked from the
+START = _setting("GRADER_SANDBOX_START", "fork", choices=("fork", "fresh"))  # "fork": a CPU sandbox's runner is forked from the
                                        # pool's zygote, torch already imported (grader/zygote.py; 0.05 s
                                        # instead of ~5 s of imports per start on the 2-core box: digits'
                                        # overhead per run +3.6 s -> -0.1 s against in-process); "fresh":
                                        # every runner imports torch itself (always so for CUDA)
-MAX_POOLS = int(os.environ.get("GRADER_MAX_POOLS", "2"))  # configs with a pool (and a zygote) at once (count); the least recently used
+MAX_POOLS = _setting("GRADER_MAX_POOLS", "2", count=True)  # configs with a pool (and a zygote) at once (count); the least recently used
                                        # idle one is closed for a new one (a grade needs 1, deploy 2)
 MEMORY_PER_WAITING_SANDBOX_MB = 512    # what a waiting sandbox may cost (MiB; CPU torch + _dynamo measured
                                        # 360 MiB anonymous, the libraries' pages are shared): none is

@@ -546,8 +546,12 @@ class Sandbox:
             for fd in (cmd_read, event_write, log_write):
                 os.close(fd)
         self.started_at = time.monotonic()
-        for target in (self._read_events, self._read_output, self._watch_memory):
-            thread = threading.Thread(target=target, daemon=True)
+        self._start_threads()
+
+    def _start_threads(self, *extra) -> None:
+        """The event and output readers and the memory watchdog, plus `extra` (target, args) pairs."""
+        for target, args in [(self._read_events, ()), (self._read_output, ()), (self._watch_memory, ())] + list(extra):
+            thread = threading.Thread(target=target, args=args, daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -585,13 +589,7 @@ class Sandbox:
         from grader.forkserver import ForkedProcess
         self._process = ForkedProcess(process, status_read)
         self.started_at = time.monotonic()
-        for target in (self._read_events, self._read_output, self._watch_memory):
-            thread = threading.Thread(target=target, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        thread = threading.Thread(target=self._fork_runner, args=(ready_read, info_read, passed), daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        self._start_threads((self._fork_runner, (ready_read, info_read, passed)))
 
     def _fork_runner(self, ready_read: int, info_read: int, passed: list[int]) -> None:
         """Once the holder sandbox is set up, have the zygote fork the runner into its namespaces.
@@ -607,11 +605,11 @@ class Sandbox:
                 namespace_fds.append(os.open(f"/proc/{holder_pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC))
             # The fds name the holder's namespaces only if it is still alive now (no pid reuse),
             # and they must never be the host's own.
-            if self._process.holder.poll() is not None:
+            holder = self._process.holder
+            if holder.poll() is not None:
                 raise InfraError("the sandbox's holder exited before the runner was forked")
             if os.fstat(namespace_fds[0]).st_ino == os.stat("/proc/self/ns/user").st_ino:
                 raise InfraError("the sandbox's holder is not in a user namespace of its own")
-            holder = self._process.holder
             self._process.shim_pid = self.zygote.fork(self.uid, namespace_fds + passed,
                                                       unless=lambda: holder.poll() is not None)
         except Exception as e:  # noqa: BLE001  InfraError, a broken holder, a dead zygote
@@ -653,10 +651,15 @@ class Sandbox:
         self.handed_off_at = time.monotonic()
         self._handed_off.set()
 
-    def processes(self) -> list[int]:
-        """Every process of this sandbox, host pids (a forked one hangs under two roots)."""
-        roots = self._process.roots() if hasattr(self._process, "roots") else [self._process.pid]
-        return _descendants(*roots)
+    def processes(self, *, with_shim: bool = True) -> list[int]:
+        """Every process of this sandbox, host pids. A forked one hangs under two roots, the holder's
+        bwrap and the shim; without the shim, what runs in the sandbox (the memory limit's share)."""
+        from grader.forkserver import ForkedProcess
+        if not isinstance(self._process, ForkedProcess):
+            return _descendants(self._process.pid)
+        shim = self._process.shim_pid
+        tree = _descendants(*self._process.roots())
+        return tree if with_shim else [pid for pid in tree if pid != shim]
 
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None and self.state != self.DEAD
@@ -813,8 +816,7 @@ class Sandbox:
             if self._process.poll() is not None:
                 return
             # A forked sandbox's shim only waits for the runner; its pages are the zygote's, not the learner's.
-            shim = getattr(self._process, "shim_pid", None)
-            pids = [pid for pid in self.processes() if pid != shim]
+            pids = self.processes(with_shim=False)
             if _tree_memory(pids, precise=False) <= self.memory_limit_bytes:
                 continue
             if _tree_memory(pids, precise=True) > self.memory_limit_bytes:
@@ -893,11 +895,12 @@ def _descendants(*root_pids: int) -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
         children[parent].append(int(entry.name))
-    found, stack = [], list(root_pids)
+    found, seen, stack = [], set(), list(root_pids)
     while stack:
         pid = stack.pop()
-        if pid in found:
+        if pid in seen:
             continue
+        seen.add(pid)
         found.append(pid)
         stack.extend(children.get(pid, ()))
     return found

@@ -12,6 +12,8 @@ import textwrap
 import time
 import uuid
 
+import pytest
+
 from grader import grading, pool, results
 from grader import sandbox as sandbox_module
 from tests.grader.grader_support import reference_source
@@ -246,3 +248,14 @@ def test_the_pool_drains_on_sigterm(sandbox_ready, tiny_spec):
         process.kill()
     assert [pid for pid in state["pids"] if _alive(pid)] == []
     assert not pathlib.Path(state["workspace"]).exists()
+
+
+def test_a_malformed_pool_setting_names_the_variable(monkeypatch):
+    monkeypatch.setenv("GRADER_SANDBOX_START", "forked")
+    with pytest.raises(pool.InfraError, match=r"GRADER_SANDBOX_START='forked': expected one of fork, fresh"):
+        pool._setting("GRADER_SANDBOX_START", "fork", choices=("fork", "fresh"))
+    monkeypatch.setenv("GRADER_MAX_POOLS", "two")
+    with pytest.raises(pool.InfraError, match=r"GRADER_MAX_POOLS='two': expected a whole number"):
+        pool._setting("GRADER_MAX_POOLS", "2", count=True)
+    monkeypatch.setenv("GRADER_MAX_POOLS", "4")
+    assert pool._setting("GRADER_MAX_POOLS", "2", count=True) == 4
